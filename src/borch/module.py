@@ -1,0 +1,348 @@
+"""``borch.Module``: an ``nn.Module`` whose attributes may be random variables.
+
+Assigning a random variable to a module registers it as the *prior* of that
+attribute, asks the module's *posterior* for the approximating variable, and marks the
+name as used. Reading the attribute gives a plain tensor: the observed value when the
+name is observed, else the approximating variable's current draw.
+
+Example:
+    >>> import torch
+    >>> import borch
+    >>> from borch import distributions as dist
+    >>> class Regression(borch.Module):
+    ...     def forward(self, x):
+    ...         self.slope = dist.Normal(0.0, 3.0)
+    ...         self.noise = dist.LogNormal(0.0, 1.0)
+    ...         self.y = dist.Normal(self.slope * x, self.noise)
+    ...         return self.y
+    >>> model = Regression()
+    >>> model.observe(y=torch.tensor([0.5, 1.1, 1.9]))
+    >>> prediction = model(torch.tensor([0.0, 1.0, 2.0]))
+    >>> prediction  # the observed value
+    tensor([0.5000, 1.1000, 1.9000])
+    >>> type(model.slope)
+    <class 'torch.Tensor'>
+    >>> type(model.prior.slope).__name__, type(model.posterior.slope).__name__
+    ('Normal', 'Normal')
+    >>> loss = borch.infer.vi_loss(**borch.pq_to_infer(model))
+    >>> loss.backward()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import Tensor, nn
+
+from borch.posterior import Automatic, Posterior
+from borch.random_variable import RandomVariable, RVPair
+from borch.validation import check_observed_value, validation_enabled
+
+#: Attribute names a borch.Module uses itself.
+RESERVED_NAMES = frozenset({"prior", "posterior", "observed"})
+
+
+class Priors(nn.Module):
+    """Container of a module's prior random variables, by attribute name."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the prior container is not called")
+
+
+class Observed(nn.Module):
+    """Container of a module's observed values, kept as buffers (so in the state dict).
+
+    Loading a state dict re-creates observed values the receiving module lacks.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the observed container is not called")
+
+    def _load_from_state_dict(
+        self,
+        state_dict,
+        prefix,
+        local_metadata,
+        strict,
+        missing_keys,
+        unexpected_keys,
+        error_msgs,
+    ):
+        for key, value in state_dict.items():
+            name = key[len(prefix) :]
+            if key.startswith(prefix) and "." not in name and name not in self._buffers:
+                self._buffers[name] = value.clone()
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+
+
+class Module(nn.Module):
+    """An ``nn.Module`` whose attributes may be random variables.
+
+    Args:
+        posterior: the posterior family that creates approximating variables
+            (default :class:`borch.posterior.Automatic`).
+
+    Children ``prior``, ``posterior`` and ``observed`` hold the priors, the
+    approximating variables (whose parameters are the module's optimisable
+    parameters) and the observed values.
+
+    Example:
+        >>> import torch
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> class Weighted(borch.Module):
+        ...     def __init__(self):
+        ...         super().__init__(posterior=borch.posterior.Normal())
+        ...         self.weight = dist.Normal(torch.ones(4), torch.ones(4))
+        ...     def forward(self, x):
+        ...         return x.matmul(self.weight)
+        >>> module = Weighted()
+        >>> module.observe(weight=torch.ones(4))
+        >>> module(torch.ones(3, 4))
+        tensor([4., 4., 4.])
+        >>> module.observe(weight=None)
+        >>> out = module(torch.ones(3, 4))
+        >>> borch.sample(module)
+        >>> bool((out == module(torch.ones(3, 4))).any())
+        False
+    """
+
+    def __init__(self, posterior: Posterior | None = None) -> None:
+        super().__init__()
+        if posterior is None:
+            posterior = Automatic()
+        elif isinstance(posterior, type) and issubclass(posterior, Posterior):
+            raise TypeError(
+                f"posterior must be an instance, e.g. posterior={posterior.__name__}()"
+            )
+        elif not isinstance(posterior, Posterior):
+            raise TypeError(
+                "posterior must be a borch.posterior.Posterior, got "
+                f"{type(posterior).__name__}"
+            )
+        self.posterior = posterior
+        self.prior = Priors()
+        self.observed = Observed()
+        self.__dict__["_used"] = {}
+        self.__dict__["_observed_checks"] = {}
+
+    # ------------------------------------------------------------- assignment
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, (RandomVariable, RVPair)):
+            self._assign_random_variable(name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _assign_random_variable(
+        self, name: str, value: RandomVariable | RVPair
+    ) -> None:
+        state = self.__dict__
+        if "_used" not in state:
+            raise AttributeError(
+                f"cannot assign random variable '{name}' before "
+                f"{type(self).__name__}.__init__() has called borch.Module.__init__()"
+            )
+        modules = state["_modules"]
+        self._check_name_free(name, modules)
+        if isinstance(value, RVPair):
+            prior, approximation = value
+            if not isinstance(prior, RandomVariable):
+                raise TypeError(
+                    f"RVPair for '{name}': the prior must be a RandomVariable"
+                )
+            modules["posterior"].set_approximation(name, approximation)
+        else:
+            prior, approximation = value, None
+        prior.__dict__["_name"] = name
+        modules["prior"]._modules[name] = prior
+        observed = modules["observed"]._buffers.get(name)
+        if observed is not None:
+            self._check_observation(name, prior, observed)
+        else:
+            if validation_enabled(prior._validate_args):
+                prior._distribution_now()
+            if approximation is None:
+                modules["posterior"].set_random_variable(name, prior)
+        state["_used"][name] = None
+
+    def _check_name_free(self, name: str, modules: dict) -> None:
+        if name in RESERVED_NAMES:
+            raise ValueError(
+                f"'{name}' is reserved by borch.Module; rename the variable"
+            )
+        if name in self._parameters or name in self._buffers or name in modules:
+            kind = (
+                "parameter"
+                if name in self._parameters
+                else "buffer"
+                if name in self._buffers
+                else "submodule"
+            )
+            raise AttributeError(
+                f"cannot assign random variable '{name}': {type(self).__name__} already "
+                f"has a {kind} of that name; delete it first (del module.{name})"
+            )
+        self.__dict__.pop(name, None)
+
+    def _check_observation(
+        self, name: str, prior: RandomVariable, value: Tensor
+    ) -> None:
+        if not validation_enabled(prior._validate_args):
+            return
+        support = prior._distribution_now().support
+        checked = self._observed_checks.get(name)
+        if (
+            checked is not None
+            and checked[0] is value
+            and checked[1] == value._version
+            and checked[2] is support
+        ):
+            return
+        if not bool(support.check(value).all()):
+            raise ValueError(
+                f"observed value of '{name}' is outside the support {support} of its "
+                f"prior {prior!r}: {value}"
+            )
+        self._observed_checks[name] = (value, value._version, support)
+
+    # ----------------------------------------------------------------- access
+    def __getattr__(self, name: str) -> Any:
+        modules = self.__dict__.get("_modules")
+        if modules is not None:
+            priors = modules.get("prior")
+            if priors is not None:
+                prior = priors._modules.get(name)
+                if prior is not None:
+                    return self._current_value(name, prior, modules)
+        return nn.Module.__getattr__(self, name)
+
+    def _current_value(self, name: str, prior: RandomVariable, modules: dict) -> Tensor:
+        self.__dict__["_used"][name] = None
+        observed = modules["observed"]._buffers.get(name)
+        if observed is not None:
+            return observed
+        posterior = modules["posterior"]
+        approximation = posterior._modules.get(name)
+        if approximation is None:
+            approximation = posterior.set_random_variable(name, prior)
+        return approximation.tensor
+
+    def __delattr__(self, name: str) -> None:
+        priors = self._modules["prior"]._modules if "prior" in self._modules else {}
+        if name in priors:
+            # The learned approximation stays on the posterior.
+            del priors[name]
+            self._used.pop(name, None)
+            self._observed_checks.pop(name, None)
+        else:
+            super().__delattr__(name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._modules["prior"]._modules))
+
+    # ------------------------------------------------------------ observation
+    def observe(self, *args: None, **kwargs: Tensor | None) -> None:
+        """Observe variables at given values, or forget observations.
+
+        ``observe(y=tensor)`` observes ``y``; ``observe(y=None)`` forgets it;
+        ``observe(None)`` forgets all. Reading an observed attribute gives the
+        observed value, and inference treats it as data. Non-finite observations are
+        rejected while validation is on.
+
+        Example:
+            >>> import torch
+            >>> import borch
+            >>> from borch import distributions as dist
+            >>> model = borch.Module()
+            >>> model.observe(y=torch.tensor([100.0]))
+            >>> model.y = dist.Normal(torch.tensor([1.0]), 1.0)
+            >>> model.y
+            tensor([100.])
+            >>> model.observe(None)
+            >>> bool(model.y == 100.0)
+            False
+            >>> model.observe(y=[1.0])
+            Traceback (most recent call last):
+            ...
+            TypeError: observe: argument 'y' must be a torch.Tensor or None, got list
+        """
+        if args:
+            if args != (None,) or kwargs:
+                raise TypeError(
+                    "observe takes either None alone (forget every observation) or "
+                    "keyword arguments name=tensor|None"
+                )
+            for name in list(self.observed._buffers):
+                self._forget(name)
+            return
+        for name, value in kwargs.items():
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(
+                    f"observe: argument '{name}' must be a torch.Tensor or None, got "
+                    f"{type(value).__name__}"
+                )
+        for name, value in kwargs.items():
+            if value is None:
+                self._forget(name)
+                continue
+            if name in RESERVED_NAMES:
+                raise ValueError(f"'{name}' is reserved by borch.Module")
+            if validation_enabled():
+                check_observed_value(name, value)
+            buffers = self.observed._buffers
+            buffers[name] = value
+            self._observed_checks.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        self.observed._buffers.pop(name, None)
+        self._observed_checks.pop(name, None)
+
+    # ------------------------------------------------------------- plumbing
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_observed_checks"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_used", {})
+        state.setdefault("_observed_checks", {})
+        super().__setstate__(state)
+
+
+def borch_modules(module: nn.Module) -> Iterator[Module]:
+    """Every :class:`Module` in ``module``'s tree (itself included), each once.
+
+    The prior, posterior and observed containers are not searched: they hold random
+    variables, not models.
+    """
+    seen: set[int] = set()
+    stack = [module]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, Module):
+            yield current
+            children = [
+                child
+                for key, child in current._modules.items()
+                if key not in RESERVED_NAMES
+            ]
+        elif isinstance(current, (RandomVariable, Posterior)):
+            continue
+        else:
+            children = list(current._modules.values())
+        stack.extend(reversed([child for child in children if child is not None]))
+
+
+__all__ = ["RESERVED_NAMES", "Module", "Observed", "Priors", "borch_modules"]

@@ -1,0 +1,323 @@
+"""Building blocks of the posterior families: learnable arguments in unconstrained
+space, where to start them, and the Normal approximation of a constrained prior.
+
+Every learnable quantity is a parameter in unconstrained space mapped onto its
+constraint by ``torch.distributions.transform_to`` (the registry is the single source
+of truth, so a constraint a user registers works here too).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, constraints
+from torch.distributions import transforms as torch_transforms
+from torch.distributions.constraint_registry import biject_to, transform_to
+
+from borch import distributions as dist
+from borch.graph import Transform
+from borch.random_variable import RandomVariable
+from borch.tensor_like import TensorLike
+
+#: Families that can approximate any prior, discrete ones included.
+ANY_PRIOR_FAMILIES = "posterior.Automatic(), posterior.AsPrior() or posterior.Manual()"
+
+
+def unconstraining_transform(
+    name: str,
+    support: constraints.Constraint,
+    family: str,
+    bijective: bool = True,
+) -> torch_transforms.Transform:
+    """The transform from unconstrained space onto ``support``.
+
+    ``biject_to(support)`` when a density must be carried through it (``bijective``),
+    else ``transform_to(support)`` if no bijection is registered; an error naming the
+    variable and the families that would work if neither exists or the support is
+    discrete.
+    """
+    if support.is_discrete:
+        raise ValueError(
+            f"posterior.{family} cannot approximate random variable '{name}': its "
+            f"prior has discrete support {support}. Use {ANY_PRIOR_FAMILIES} (they "
+            "learn discrete variables with score-function gradients), or pair it with "
+            "an approximation of your own through borch.RVPair."
+        )
+    support = canonical_support(support)
+    registries = (biject_to,) if bijective else (biject_to, transform_to)
+    for registry in registries:
+        try:
+            return registry(support)
+        except NotImplementedError:
+            continue
+    kind = "bijective transform" if bijective else "transform"
+    raise ValueError(
+        f"posterior.{family} cannot approximate random variable '{name}': no {kind} "
+        f"onto its support {support} is registered with torch.distributions "
+        f"(biject_to / transform_to). Register one, or use {ANY_PRIOR_FAMILIES}."
+    )
+
+
+def canonical_support(support: constraints.Constraint) -> constraints.Constraint:
+    """Rewrite supports torch's registries miss into equivalent ones they know.
+
+    Intervals with an infinite end are half-lines (``GeneralizedPareto``); a mixture's
+    support is that of its components.
+    """
+    base = getattr(support, "base_constraint", None)
+    if type(support).__name__ == "MixtureSameFamilyConstraint" and base is not None:
+        return canonical_support(base)
+    if isinstance(support, (constraints._Interval, constraints._HalfOpenInterval)):
+        lower, upper = support.lower_bound, support.upper_bound
+        lower_open = bool(torch.all(torch.as_tensor(lower) == -math.inf))
+        upper_open = bool(torch.all(torch.as_tensor(upper) == math.inf))
+        if lower_open and upper_open:
+            return constraints.real
+        if upper_open:
+            return constraints.greater_than_eq(lower)
+        if lower_open:
+            return constraints.less_than(upper)
+    return support
+
+
+def is_identity(transform: torch_transforms.Transform) -> bool:
+    """Whether ``transform`` maps every value to itself."""
+    if isinstance(transform, torch_transforms.IndependentTransform):
+        return is_identity(transform.base_transform)
+    return (
+        isinstance(transform, torch_transforms.ComposeTransform) and not transform.parts
+    )
+
+
+def to_unconstrained(transform, value: Tensor) -> Tensor:
+    """``transform.inv(value)`` with values on the boundary pulled inside."""
+    unconstrained = transform.inv(value.detach())
+    if not bool(torch.isfinite(unconstrained).all()):
+        unconstrained = torch.nan_to_num(
+            unconstrained, nan=0.0, posinf=_EDGE, neginf=-_EDGE
+        )
+    return unconstrained
+
+
+_EDGE = 12.0  # |unconstrained value| used for a prior value sitting on the boundary
+
+
+def learnable(
+    value: Tensor, constraint: constraints.Constraint
+) -> nn.Parameter | Transform:
+    """A learnable argument that starts at ``value`` and always satisfies ``constraint``."""
+    value = value.detach()
+    if not value.is_floating_point():
+        value = value.to(torch.get_default_dtype())
+    transform = transform_to(constraint)
+    if is_identity(transform):
+        return nn.Parameter(value.clone())
+    unconstrained = nn.Parameter(to_unconstrained(transform, value).clone())
+    return Transform(transform, unconstrained, arg_names=["unconstrained"])
+
+
+def is_linked(value: Any) -> bool:
+    """Whether an argument depends on other random variables (kept, not learned)."""
+    if isinstance(value, TensorLike):
+        return True
+    return isinstance(value, Tensor) and value.grad_fn is not None
+
+
+def approximation_like(
+    name: str, prior: RandomVariable, keep_links: bool
+) -> RandomVariable:
+    """A random variable of the prior's family whose arguments are learnable.
+
+    Arguments with a continuous constraint become parameters in unconstrained space,
+    initialised at the prior's (broadcast) values. With ``keep_links``, arguments that
+    depend on other random variables are kept as they are and re-linked on every
+    assignment (recorded in ``_linked_args``). Discrete or unconstrained arguments
+    (counts, dimensions, transforms) are copied.
+    """
+    prior_dist = prior.distribution
+    arg_constraints = _instance_constraints(prior_dist)
+    arguments: dict[str, Any] = {}
+    linked = []
+    for arg_name in prior.arguments:
+        value = prior._arg(arg_name)
+        constraint = arg_constraints.get(arg_name)
+        if isinstance(value, RandomVariable) and arg_name in prior.distribution_args:
+            arguments[arg_name] = approximation_like(name, value, keep_links)
+        elif keep_links and is_linked(value):
+            arguments[arg_name] = value
+            linked.append(arg_name)
+        elif constraint is None or constraint.is_discrete or _is_dependent(constraint):
+            arguments[arg_name] = value
+        else:
+            if not torch.is_grad_enabled() and keep_links:
+                warnings.warn(
+                    f"'{name}' was first assigned under torch.no_grad(): arguments "
+                    "computed from other random variables cannot be told apart from "
+                    "constants there, so they become independent parameters",
+                    stacklevel=4,
+                )
+            initial = getattr(prior_dist, arg_name, None)
+            if not isinstance(initial, Tensor):
+                initial = torch.as_tensor(_plain(value))
+            arguments[arg_name] = learnable(initial, constraint)
+    approximation = type(prior)(**arguments)
+    approximation.__dict__["_linked_args"] = tuple(linked)
+    return approximation
+
+
+def relink(approximation: RandomVariable, prior: RandomVariable) -> None:
+    """Point the linked arguments of ``approximation`` at the prior's current ones."""
+    for arg_name in approximation.__dict__.get("_linked_args", ()):
+        approximation._set_arg(arg_name, prior._arg(arg_name))
+    for arg_name in approximation.distribution_args:
+        inner = approximation.arguments.get(arg_name)
+        inner_prior = prior.arguments.get(arg_name)
+        if isinstance(inner, RandomVariable) and isinstance(
+            inner_prior, RandomVariable
+        ):
+            relink(inner, inner_prior)
+
+
+def _instance_constraints(
+    distribution: Distribution,
+) -> dict[str, constraints.Constraint]:
+    try:
+        return dict(distribution.arg_constraints)
+    except NotImplementedError:
+        return {}
+
+
+def _is_dependent(constraint: constraints.Constraint) -> bool:
+    return isinstance(constraint, constraints._Dependent)
+
+
+def _plain(value: Any) -> Any:
+    return value.tensor if isinstance(value, TensorLike) else value
+
+
+# ---------------------------------------------------------------- Normal families
+def prior_location(distribution: Distribution) -> Tensor:
+    """Where a Normal approximation starts: the prior's mean, else its median, else a
+    draw from it (for priors without a finite mean, such as the Cauchy)."""
+    for candidate in (_mean, _median):
+        location = candidate(distribution)
+        if location is not None and bool(torch.isfinite(location).all()):
+            return location.detach()
+    return distribution.sample().detach()
+
+
+def _mean(distribution: Distribution) -> Tensor | None:
+    try:
+        return distribution.mean
+    except NotImplementedError:
+        return None
+
+
+def _median(distribution: Distribution) -> Tensor | None:
+    if distribution.event_shape:
+        return None
+    try:
+        half = torch.full(distribution.batch_shape, 0.5)
+        return distribution.icdf(half.to(float_dtype(distribution)))
+    except (NotImplementedError, ValueError, RuntimeError):
+        return None
+
+
+def float_dtype(distribution: Distribution) -> torch.dtype:
+    """The floating dtype of a distribution's parameters (torch's default if none)."""
+    for value in vars(distribution).values():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            return value.dtype
+    return torch.get_default_dtype()
+
+
+#: Heavy-tailed location-scale families: their spread is their ``scale`` argument.
+_SCALE_IS_SPREAD = (torch.distributions.StudentT, torch.distributions.Cauchy)
+
+
+def prior_spread(
+    distribution: Distribution, transform: torch_transforms.Transform, location: Tensor
+) -> Tensor:
+    """The prior's spread in unconstrained space, used to size ``ScaledNormal``.
+
+    Its standard deviation when finite (for StudentT and Cauchy, their ``scale``),
+    carried to unconstrained space by the derivative of the transform at
+    ``location``; a robust estimate from prior draws where neither applies.
+    """
+    if isinstance(distribution, _SCALE_IS_SPREAD):
+        spread = distribution.scale.expand(distribution.batch_shape)
+    else:
+        try:
+            spread = distribution.stddev
+        except NotImplementedError:
+            spread = None
+    result = None
+    finite = spread is not None and bool(torch.isfinite(spread).all())
+    if finite and is_identity(transform):
+        result = spread.detach().expand(location.shape).clone()
+    elif (
+        finite and transform.domain.event_dim == 0 and transform.codomain.event_dim == 0
+    ):
+        unconstrained = transform.inv(location)
+        log_derivative = transform.log_abs_det_jacobian(unconstrained, location)
+        result = spread.detach() * torch.exp(-log_derivative.detach())
+        if not bool(torch.isfinite(result).all()):
+            result = None
+    if result is None:
+        result = _sampled_spread(distribution, transform)
+    # A degenerate prior (zero spread) still needs a valid, positive scale.
+    return torch.where(result > 0, result, torch.ones_like(result))
+
+
+def _sampled_spread(distribution, transform, draws: int = 2000) -> Tensor:
+    # Interquartile range / 1.349 is the standard deviation for a Normal and stays
+    # finite for heavy tails. A private RNG stream keeps the user's seed untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        samples = transform.inv(distribution.sample((draws,)))
+    samples = torch.nan_to_num(samples, posinf=_EDGE, neginf=-_EDGE)
+    quartiles = torch.quantile(
+        samples.double(), torch.tensor([0.25, 0.75]).double(), dim=0
+    )
+    spread = ((quartiles[1] - quartiles[0]) / 1.349).to(samples.dtype)
+    return torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
+def normal_approximation(
+    name: str,
+    prior_dist: Distribution,
+    location: Tensor,
+    unconstrained_scale: Tensor | float,
+    family: str,
+) -> RandomVariable:
+    """A Normal in unconstrained space, pushed onto the prior's support.
+
+    ``location`` is in the prior's (constrained) space; ``unconstrained_scale`` is the
+    initial scale in unconstrained space. The scale is learned as ``exp(log_scale)``.
+    """
+    transform = unconstraining_transform(name, prior_dist.support, family)
+    loc = to_unconstrained(transform, location.to(float_dtype(prior_dist)))
+    scale = torch.as_tensor(unconstrained_scale, dtype=loc.dtype).expand(loc.shape)
+    log_scale = nn.Parameter(torch.log(scale).clone())
+    base = dist.Normal(
+        nn.Parameter(loc.clone()),
+        Transform(torch.exp, log_scale, arg_names=["log_scale"]),
+    )
+    event_dim = transform.domain.event_dim
+    if event_dim:
+        base = dist.Independent(base, event_dim)
+    if is_identity(transform):
+        return base
+    return dist.TransformedDistribution(base, [transform])
+
+
+def log_scale_default(log_scale: float) -> float:
+    """Validate a ``log_scale`` option."""
+    log_scale = float(log_scale)
+    if not math.isfinite(log_scale):
+        raise ValueError(f"log_scale must be finite, got {log_scale}")
+    return log_scale

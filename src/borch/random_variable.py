@@ -1,0 +1,488 @@
+"""The random variable: a module, a tensor and a distribution at once.
+
+A :class:`RandomVariable` holds the arguments of a ``torch.distributions``
+distribution (numbers, tensors, parameters, other random variables or lazily
+computed tensors) and a current value.
+
+* As a **module** it owns the parameters among its arguments, so they show up in
+  ``parameters()``, ``state_dict()`` and ``.to()``.
+* As a **tensor** it is its current value in torch functions and operators
+  (``torch.exp(rv)``, ``rv * 2``, ``rv.sum()``). Calling it draws a new value.
+* As a **distribution** it has ``log_prob``, ``sample``, ``rsample``, ``entropy``,
+  ``cdf``, ``icdf``, ``perplexity``, ``support`` and ``has_rsample``, and
+  ``.distribution`` is the ``torch.distributions`` object for the current arguments.
+
+The distribution and the current value are caches keyed on the versions of the tensors
+they were computed from: after an optimiser step changes a parameter, the next use
+rebuilds the distribution and draws a new value. ``borch.sample(module)`` forces new
+draws. Neither cache is part of the state dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from numbers import Number
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from borch.graph import Graph, apply_to_tensors
+from borch.tensor_like import TensorLike, as_tensor
+from borch.validation import (
+    check_flag,
+    number_satisfies,
+    validate_args,
+    validation_enabled,
+)
+
+
+class _Registered:
+    """Marks an argument stored as a parameter or submodule; a singleton that survives
+    copying and pickling."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> str:
+        return "_REGISTERED"
+
+    def __repr__(self) -> str:
+        return "<registered>"
+
+
+_REGISTERED = _Registered()
+
+
+class RandomVariable(TensorLike, nn.Module):
+    """Base class of every random variable; instantiate the subclasses.
+
+    ``borch.distributions`` has one subclass per ``torch.distributions``
+    distribution, with the same name and arguments. For a distribution of your own,
+    use :func:`borch.distributions.random_variable_class`.
+
+    Example:
+        >>> import torch
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> rv = dist.Normal(torch.zeros(3), 1.0)
+        >>> rv.shape
+        torch.Size([3])
+        >>> rv.log_prob().shape
+        torch.Size([3])
+        >>> first = rv.tensor.clone()
+        >>> bool((rv() == first).all())  # calling draws a new value
+        False
+        >>> rv.distribution
+        Normal(loc: torch.Size([3]), scale: torch.Size([3]))
+    """
+
+    distribution_cls: ClassVar[type[Distribution] | None] = None
+    #: names of the constructor arguments, in order
+    arg_names: ClassVar[tuple[str, ...]] = ()
+    #: arguments that hold tensors (lists and arrays given for them become tensors)
+    tensor_args: ClassVar[frozenset[str]] = frozenset()
+    #: arguments that hold distributions (random variables given for them are
+    #: passed on as their distribution, not their value)
+    distribution_args: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        arguments: Mapping[str, Any] | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        if self.distribution_cls is None:
+            raise TypeError(
+                "RandomVariable is a base class: use a class from borch.distributions "
+                "or make one with borch.distributions.random_variable_class"
+            )
+        nn.Module.__init__(self)
+        state = self.__dict__
+        state["_args"] = {}
+        state["_validate_args"] = check_flag(validate_args)
+        state["_name"] = None
+        state["_validated"] = False
+        state["_value"] = None
+        state["_value_key"] = None
+        state["_value_explicit"] = False
+        state["_dist"] = None
+        state["_dist_key"] = None
+        state["_generation"] = 0
+        for name, value in (arguments or {}).items():
+            self._store_arg(name, value)
+        self._refresh_watch()
+
+    # ------------------------------------------------------------------ arguments
+    def _store_arg(self, name: str, value: Any) -> None:
+        if name in self._parameters:
+            del self._parameters[name]
+        if name in self._modules:
+            del self._modules[name]
+        if isinstance(value, nn.Parameter):
+            self._parameters[name] = value
+            value = _REGISTERED
+        elif isinstance(value, nn.Module):
+            self._modules[name] = value
+            value = _REGISTERED
+        elif name in self.tensor_args and isinstance(
+            value, (list, tuple, np.ndarray, np.number)
+        ):
+            value = as_tensor(value)
+        self._args[name] = value
+
+    def _arg(self, name: str) -> Any:
+        """The argument as given (a parameter, module, tensor, number, ...)."""
+        value = self._args[name]
+        if value is _REGISTERED:
+            value = self._parameters.get(name)
+            if value is None:
+                value = self._modules[name]
+        return value
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The distribution arguments as given, by name."""
+        return {name: self._arg(name) for name in self._args}
+
+    def _set_arg(self, name: str, value: Any) -> None:
+        """Replace one argument; the distribution and value are redrawn on next use."""
+        self._store_arg(name, value)
+        self._refresh_watch()
+        self._invalidate()
+
+    def _refresh_watch(self) -> None:
+        tensors: list[Tensor] = []
+        variables: list[RandomVariable] = []
+        distributions: list[RandomVariable] = []
+        for name in self._args:
+            value = self._arg(name)
+            if isinstance(value, RandomVariable):
+                if name in self.distribution_args:
+                    distributions.append(value)
+                else:
+                    variables.append(value)
+            elif isinstance(value, Graph):
+                tensors += value.watched_tensors()
+            elif isinstance(value, Tensor):
+                tensors.append(value)
+        state = self.__dict__
+        state["_watched"] = tensors
+        state["_watched_rvs"] = variables
+        state["_watched_dists"] = distributions
+        state["_needs_grad"] = (
+            bool(variables)
+            or any(rv._needs_grad for rv in distributions)
+            or any(t.requires_grad for t in tensors)
+        )
+
+    def _current_key(self) -> tuple:
+        """Fingerprint of everything the distribution is computed from."""
+        tensors = self._watched
+        variables = self._watched_rvs
+        distributions = self._watched_dists
+        if not variables and not distributions:
+            if not tensors:
+                return ()
+            return tuple([t._version for t in tensors])
+        return (
+            *[t._version for t in tensors],
+            *[rv._fresh_generation() for rv in variables],
+            *[rv._current_key() for rv in distributions],
+        )
+
+    def _fresh_generation(self) -> int:
+        _ = self.tensor  # redraw first if stale, so dependants see the new generation
+        return self._generation
+
+    def _invalidate(self, value: bool = True, distribution: bool = True) -> None:
+        if distribution:
+            self.__dict__["_dist"] = None
+        if value:
+            self.__dict__["_value"] = None
+
+    # --------------------------------------------------------------- distribution
+    def _evaluated_kwargs(self) -> dict[str, Any]:
+        kwargs = {}
+        distribution_args = self.distribution_args
+        for name in self._args:
+            value = self._arg(name)
+            if isinstance(value, RandomVariable) and name in distribution_args:
+                value = value.distribution
+            elif isinstance(value, TensorLike):
+                value = value.tensor
+            elif isinstance(value, nn.Parameter) and value.numel() == 1:
+                # torch prints one-element arguments by value; a plain alias prints
+                # "0.0" where the parameter would print "Parameter containing: ...".
+                value = value.as_subclass(Tensor)
+            kwargs[name] = value
+        return kwargs
+
+    def _build_distribution(self) -> Distribution:
+        kwargs = self._evaluated_kwargs()
+        validate = not self._validated and validation_enabled(self._validate_args)
+        if validate:
+            validate = self._check_number_args(kwargs)
+        try:
+            dist = self.distribution_cls(**kwargs, validate_args=validate)
+        except ValueError as error:
+            raise ValueError(f"{self._describe()}: {error}") from None
+        if validate:
+            # Samples are checked where they enter (observations), not on each
+            # log-density evaluation.
+            dist._validate_args = False
+        self.__dict__["_validated"] = True
+        return dist
+
+    def _check_number_args(self, kwargs: dict[str, Any]) -> bool:
+        """Check number arguments in Python; return whether torch must check others."""
+        constraints = type(self).__dict__.get("_class_arg_constraints")
+        if constraints is None:
+            return True
+        needs_torch = False
+        for name, constraint in constraints.items():
+            value = kwargs.get(name)
+            if value is None:
+                continue
+            if isinstance(value, Number) and not isinstance(value, bool):
+                verdict = number_satisfies(constraint, value)
+                if verdict is False:
+                    raise ValueError(
+                        f"{self._describe()}: argument {name}={value!r} must satisfy "
+                        f"{constraint}"
+                    )
+                needs_torch |= verdict is None
+            else:
+                needs_torch = True
+        return needs_torch
+
+    def _distribution_now(self) -> Distribution:
+        key = self._current_key()
+        dist = self._dist
+        if dist is None or key != self._dist_key:
+            dist = self._build_distribution()
+            state = self.__dict__
+            state["_dist"] = dist
+            state["_dist_key"] = key
+        return dist
+
+    @property
+    def distribution(self) -> Distribution:
+        """The ``torch.distributions`` object for the current argument values."""
+        return self._distribution_now()
+
+    def validate(self) -> None:
+        """Check the arguments now (if validation is on); errors name the variable."""
+        self._distribution_now()
+
+    # ---------------------------------------------------------------------- value
+    @property
+    def tensor(self) -> Tensor:
+        """The current value; drawn when first needed and after the arguments change."""
+        value = self._value
+        if value is None or self._value_key != self._current_key():
+            return self._draw()
+        if (
+            self._needs_grad
+            and not value.requires_grad
+            and not self._value_explicit
+            and torch.is_grad_enabled()
+        ):
+            # Drawn under no_grad; a value used for training must carry gradients.
+            return self._draw()
+        return value
+
+    @tensor.setter
+    def tensor(self, value: Any) -> None:
+        self._set_value(as_tensor(value), self._current_key(), explicit=True)
+
+    def _set_value(self, value: Tensor, key: Any, explicit: bool = False) -> Tensor:
+        state = self.__dict__
+        state["_value"] = value
+        state["_value_key"] = key
+        state["_value_explicit"] = explicit
+        state["_generation"] += 1
+        return value
+
+    def _draw(self) -> Tensor:
+        dist = self._distribution_now()
+        value = dist.rsample() if dist.has_rsample else dist.sample()
+        return self._set_value(value, self._dist_key)
+
+    def forward(self) -> Tensor:
+        """Draw a new value and return it."""
+        self._invalidate(value=True, distribution=self._needs_grad)
+        return self.tensor
+
+    # ------------------------------------------------------ distribution methods
+    def _checked(self, value: Any) -> Tensor:
+        if value is None:
+            return self.tensor
+        value = as_tensor(value)
+        if validation_enabled(self._validate_args):
+            dist = self.distribution
+            if not bool(dist.support.check(value).all()):
+                raise ValueError(
+                    f"{self._describe()}: value outside the support {dist.support}: "
+                    f"{value}"
+                )
+        return value
+
+    def log_prob(self, value: Any = None) -> Tensor:
+        """Log density (or mass) at ``value``, by default at the current value."""
+        value = self._checked(value)
+        return self.distribution.log_prob(value)
+
+    def cdf(self, value: Any = None) -> Tensor:
+        """Cumulative distribution function at ``value`` (default: current value)."""
+        return self.distribution.cdf(self._checked(value))
+
+    def icdf(self, value: Any) -> Tensor:
+        """Inverse cumulative distribution function."""
+        return self.distribution.icdf(as_tensor(value))
+
+    def sample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+        """Independent draws, without gradients; the current value is unchanged."""
+        return self.distribution.sample(torch.Size(sample_shape))
+
+    def rsample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
+        """Reparameterised draws; the current value is unchanged."""
+        return self.distribution.rsample(torch.Size(sample_shape))
+
+    def entropy(self) -> Tensor:
+        """Entropy of the distribution."""
+        return self.distribution.entropy()
+
+    def perplexity(self) -> Tensor:
+        """Perplexity, ``exp(entropy)``."""
+        return self.distribution.perplexity()
+
+    @property
+    def support(self):
+        """The support constraint of the distribution."""
+        support = type(self).__dict__.get("_class_support")
+        return support if support is not None else self.distribution.support
+
+    @property
+    def has_rsample(self) -> bool:
+        """Whether draws can be reparameterised (gradients flow through them)."""
+        has_rsample = type(self).__dict__.get("_class_has_rsample")
+        if has_rsample is not None:
+            return has_rsample
+        return bool(self.distribution.has_rsample)
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return self.distribution.batch_shape
+
+    @property
+    def event_shape(self) -> torch.Size:
+        return self.distribution.event_shape
+
+    @property
+    def name(self) -> str | None:
+        """The attribute name this variable was assigned to, if any."""
+        return self._name
+
+    # ------------------------------------------------------------- module plumbing
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__
+        args = state.get("_args")
+        if args is not None and name in args:
+            return self._arg(name)
+        try:
+            return nn.Module.__getattr__(self, name)
+        except AttributeError:
+            # Tensor attributes (shape, dtype, sum, ...) are those of the current value.
+            if args is None or name.startswith("_") or not hasattr(Tensor, name):
+                raise
+        return getattr(self.tensor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        args = self.__dict__.get("_args")
+        if args is not None and name in args:
+            self._set_arg(name, value)
+        else:
+            nn.Module.__setattr__(self, name, value)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name, value in self._args.items():
+            if value is not _REGISTERED:
+                self._args[name] = apply_to_tensors(value, fn)
+        self._refresh_watch()
+        self._invalidate(value=False, distribution=True)
+        if self._value is not None:
+            # Current draws move with the module rather than being redrawn.
+            self.__dict__["_value"] = fn(self._value)
+            self.__dict__["_value_key"] = self._current_key()
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Values and distributions are transient; arguments inside an autograd graph
+        # are kept as plain values (deepcopy and pickle cannot copy graph nodes).
+        state = self.__dict__.copy()
+        state["_args"] = {
+            name: apply_to_tensors(value, Tensor.detach)
+            for name, value in self._args.items()
+        }
+        for key in ("_value", "_value_key", "_dist", "_dist_key"):
+            state[key] = None
+        state["_value_explicit"] = False
+        for key in ("_watched", "_watched_rvs", "_watched_dists", "_needs_grad"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nn.Module.__setstate__(self, state)
+        self._refresh_watch()
+
+    def _describe(self) -> str:
+        kind = type(self).__name__
+        return f"random variable '{self._name}' ({kind})" if self._name else kind
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={_short(self._arg(name))}" for name in self._args)
+        return f"{type(self).__name__}({args})"
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._args))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, RandomVariable):
+        return repr(value)
+    if isinstance(value, Graph):
+        return f"{type(value).__name__}({value.extra_repr()})"
+    if isinstance(value, Tensor):
+        kind = "Parameter" if isinstance(value, nn.Parameter) else "tensor"
+        if value.numel() == 1:
+            return f"{kind}({value.item():.4g})"
+        return f"{kind}(shape={tuple(value.shape)})"
+    return repr(value)
+
+
+class RVPair(NamedTuple):
+    """A prior and the approximating random variable to use for it.
+
+    Assigning a pair to a module registers ``prior`` as the prior of the attribute and
+    ``approximation`` as its approximating variable, whatever the posterior family.
+
+    Example:
+        >>> import torch
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> model = borch.Module()
+        >>> q = dist.Normal(torch.nn.Parameter(torch.tensor(1.0)), 0.5)
+        >>> model.x = borch.RVPair(dist.Normal(0.0, 1.0), q)
+        >>> model.posterior.x is q
+        True
+    """
+
+    prior: RandomVariable
+    approximation: RandomVariable
+
+
+__all__ = ["RVPair", "RandomVariable", "validate_args"]

@@ -1,0 +1,114 @@
+"""Argument and value validation: one switch, cheap checks, errors that name things.
+
+Validation is on by default. ``borch.validate_args(False)`` turns it off for a block
+of code; a random variable's own ``validate_args=`` wins over the block. Checks run
+once per random variable (when it is first assigned or used), not on every log
+density, and plain Python numbers are checked without touching a tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from contextvars import ContextVar
+from numbers import Number
+
+import torch
+from torch.distributions import constraints
+
+_VALIDATE_ARGS: ContextVar[bool | None] = ContextVar(
+    "borch_validate_args", default=None
+)
+DEFAULT_VALIDATE_ARGS = True
+
+
+def check_flag(value: object, name: str = "validate_args") -> bool | None:
+    """Return ``value`` if it is ``True``, ``False`` or ``None``, else raise."""
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def validate_args(value: bool = True) -> Iterator[None]:
+    """Turn argument validation on or off inside a ``with`` block.
+
+    A random variable created with an explicit ``validate_args=True/False`` keeps its
+    own setting.
+
+    Example:
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> with borch.validate_args(False):
+        ...     rv = dist.Normal(0.0, -1.0)  # not checked inside the block
+        ...     _ = rv.distribution
+        >>> model = borch.Module()
+        >>> model.x = dist.Normal(0.0, -1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: random variable 'x' (Normal): argument scale=-1.0 must satisfy GreaterThan(lower_bound=0.0)
+    """
+    check_flag(value, "validate_args")
+    token = _VALIDATE_ARGS.set(value)
+    try:
+        yield
+    finally:
+        _VALIDATE_ARGS.reset(token)
+
+
+def validation_enabled(own: bool | None = None) -> bool:
+    """Whether to validate, given a variable's own setting ``own``."""
+    if own is not None:
+        return own
+    ambient = _VALIDATE_ARGS.get()
+    return DEFAULT_VALIDATE_ARGS if ambient is None else ambient
+
+
+def number_satisfies(constraint: constraints.Constraint, value: Number) -> bool | None:
+    """Check a Python number against a constraint without building a tensor.
+
+    Returns ``None`` ("cannot tell") for constraints that are not one of the simple
+    kinds or whose bounds are tensors; the caller then falls back to
+    ``constraint.check`` on a tensor.
+
+    Example:
+        >>> from torch.distributions import constraints
+        >>> number_satisfies(constraints.positive, -1.0)
+        False
+        >>> number_satisfies(constraints.unit_interval, 0.25)
+        True
+    """
+    lower = getattr(constraint, "lower_bound", None)
+    upper = getattr(constraint, "upper_bound", None)
+    if isinstance(lower, torch.Tensor) or isinstance(upper, torch.Tensor):
+        return None
+    value = float(value)
+    check = _NUMBER_CHECKS.get(type(constraint))
+    return None if check is None else check(value, lower, upper)
+
+
+_NUMBER_CHECKS = {
+    constraints._Real: lambda v, lo, hi: not math.isnan(v),
+    constraints._GreaterThan: lambda v, lo, hi: v > lo,
+    constraints._GreaterThanEq: lambda v, lo, hi: v >= lo,
+    constraints._LessThan: lambda v, lo, hi: v < hi,
+    constraints._Interval: lambda v, lo, hi: lo <= v <= hi,
+    constraints._HalfOpenInterval: lambda v, lo, hi: lo <= v < hi,
+    constraints._IntegerInterval: lambda v, lo, hi: v.is_integer() and lo <= v <= hi,
+    constraints._IntegerGreaterThan: lambda v, lo, hi: v.is_integer() and v >= lo,
+    constraints._Boolean: lambda v, lo, hi: v in (0.0, 1.0),
+}
+
+
+def check_observed_value(name: str, value: torch.Tensor) -> None:
+    """Reject a non-finite observation with an error naming it."""
+    if value.is_floating_point() or value.is_complex():
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = value[~finite].flatten()[:5].tolist()
+            raise ValueError(
+                f"observed value for '{name}' contains non-finite entries (e.g. "
+                f"{bad}); clean the data, or wrap the call in "
+                "`with borch.validate_args(False):` to accept it"
+            )
