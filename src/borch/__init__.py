@@ -19,10 +19,10 @@ Example:
     ...     model.noise = dist.LogNormal(1.0, 1.0)
     ...     model.y = dist.Normal(model.slope * x + model.intercept, model.noise)
     ...     return model.y
-    >>> model = borch.Module()
+    >>> model = borch.Module(posterior=borch.posterior.Normal())
     >>> model.observe(y=y)
     >>> optimizer = borch.OptimizersCollection(torch.optim.Adam, lr=0.05)
-    >>> for _ in range(600):
+    >>> for _ in range(500):
     ...     borch.sample(model)
     ...     _ = forward(model, x)
     ...     loss = borch.infer.vi_loss(**borch.pq_to_infer(model))

@@ -107,7 +107,7 @@ class RandomVariable(TensorLike, nn.Module):
         state["_validated"] = False
         state["_value"] = None
         state["_value_key"] = None
-        state["_value_explicit"] = False
+        state["_drawn_with_grad"] = True
         state["_dist"] = None
         state["_dist_key"] = None
         state["_generation"] = 0
@@ -284,12 +284,7 @@ class RandomVariable(TensorLike, nn.Module):
         value = self._value
         if value is None or self._value_key != self._current_key():
             return self._draw()
-        if (
-            self._needs_grad
-            and not value.requires_grad
-            and not self._value_explicit
-            and torch.is_grad_enabled()
-        ):
+        if not self._drawn_with_grad and self._needs_grad and torch.is_grad_enabled():
             # Drawn under no_grad; a value used for training must carry gradients.
             return self._draw()
         return value
@@ -302,7 +297,8 @@ class RandomVariable(TensorLike, nn.Module):
         state = self.__dict__
         state["_value"] = value
         state["_value_key"] = key
-        state["_value_explicit"] = explicit
+        # Values set by hand are kept whatever the grad mode.
+        state["_drawn_with_grad"] = explicit or torch.is_grad_enabled()
         state["_generation"] += 1
         return value
 
@@ -430,7 +426,7 @@ class RandomVariable(TensorLike, nn.Module):
         }
         for key in ("_value", "_value_key", "_dist", "_dist_key"):
             state[key] = None
-        state["_value_explicit"] = False
+        state["_drawn_with_grad"] = True
         for key in ("_watched", "_watched_rvs", "_watched_dists", "_needs_grad"):
             state.pop(key, None)
         return state

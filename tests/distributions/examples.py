@@ -83,7 +83,7 @@ EXAMPLES = {
     "Uniform": lambda: {"low": torch.tensor([0.0, 1.0]), "high": 3.0},
     "VonMises": lambda: {"loc": torch.tensor([0.0, 1.0]), "concentration": 2.0},
     "Weibull": lambda: {"scale": torch.tensor([1.0, 2.0]), "concentration": 1.5},
-    "Wishart": lambda: {"df": 4.0, "covariance_matrix": _matrix()},
+    "Wishart": lambda: {"df": 10.0, "covariance_matrix": _matrix()},
     "Delta": lambda: {"value": torch.tensor([1.0, 2.0])},
     "PointMass": lambda: {
         "unconstrained_value": torch.tensor([0.0, 1.0]),

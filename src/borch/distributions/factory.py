@@ -135,7 +135,9 @@ def _class_level(cls: type, attribute: str, kind: type) -> Any:
     for base in cls.__mro__:
         if attribute in base.__dict__:
             value = base.__dict__[attribute]
-            return value if isinstance(value, kind) else None
+            # dependent properties are Constraint instances too, but per-instance
+            plain = isinstance(value, kind) and not isinstance(value, property)
+            return value if plain else None
     return None
 
 
