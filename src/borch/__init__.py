@@ -34,6 +34,7 @@ Example:
 """
 
 from borch import distributions, infer, posterior
+from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
 from borch.module import Module
 from borch.optimizer_collection import OptimizersCollection
@@ -59,6 +60,7 @@ __all__ = [
     "RandomVariable",
     "Transform",
     "as_tensor",
+    "condition",
     "distributions",
     "infer",
     "named_random_variables",
@@ -68,5 +70,6 @@ __all__ = [
     "random_variables",
     "sample",
     "set_posteriors",
+    "simulate_observed",
     "validate_args",
 ]

@@ -134,6 +134,8 @@ class Module(nn.Module):
         self.observed = Observed()
         self.__dict__["_used"] = {}
         self.__dict__["_observed_checks"] = {}
+        self.__dict__["_conditioned"] = {}
+        self.__dict__["_simulate_observed"] = False
 
     # ------------------------------------------------------------- assignment
     def __setattr__(self, name: str, value: Any) -> None:
@@ -165,7 +167,9 @@ class Module(nn.Module):
         prior.__dict__["_name"] = name
         modules["prior"]._modules[name] = prior
         observed = modules["observed"]._buffers.get(name)
-        if observed is not None:
+        if name in state["_conditioned"]:
+            pass  # data for now; no approximation needed
+        elif observed is not None:
             self._check_observation(name, prior, observed)
         else:
             if validation_enabled(prior._validate_args):
@@ -227,14 +231,31 @@ class Module(nn.Module):
 
     def _current_value(self, name: str, prior: RandomVariable, modules: dict) -> Tensor:
         self.__dict__["_used"][name] = None
+        return self._resolve(name, prior, modules)[2]
+
+    def _resolve(
+        self, name: str, prior: RandomVariable, modules: dict
+    ) -> tuple[RandomVariable | None, bool, Tensor]:
+        """``(approximation, observed, value)`` of a variable right now.
+
+        Conditioned variables (:func:`borch.condition`) and observed ones are data: no
+        approximation, their value given. Under :func:`borch.simulate_observed`, an
+        observed variable's value is a draw from its prior (the likelihood) instead.
+        """
+        state = self.__dict__
+        conditioned = state["_conditioned"]
+        if conditioned and name in conditioned:
+            return None, True, conditioned[name]
         observed = modules["observed"]._buffers.get(name)
         if observed is not None:
-            return observed
+            if state["_simulate_observed"]:
+                return None, True, prior.tensor
+            return None, True, observed
         posterior = modules["posterior"]
         approximation = posterior._modules.get(name)
         if approximation is None:
             approximation = posterior.set_random_variable(name, prior)
-        return approximation.tensor
+        return approximation, False, approximation.tensor
 
     def __delattr__(self, name: str) -> None:
         priors = self._modules["prior"]._modules if "prior" in self._modules else {}
@@ -315,6 +336,8 @@ class Module(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_used", {})
         state.setdefault("_observed_checks", {})
+        state.setdefault("_conditioned", {})
+        state.setdefault("_simulate_observed", False)
         super().__setstate__(state)
 
 

@@ -65,32 +65,17 @@ def pq_dict(module: nn.Module) -> list[dict[str, Any]]:
     for borch_module in borch_modules(module):
         modules = borch_module._modules
         priors = modules["prior"]._modules
-        observed = modules["observed"]._buffers
-        posterior = modules["posterior"]
         for name in borch_module._used:
             prior = priors.get(name)
             if prior is None:
                 continue
-            value = observed.get(name)
-            if value is not None:
-                entries.append(
-                    {
-                        "prior": prior,
-                        "posterior": None,
-                        "observed": True,
-                        "value": value,
-                    }
-                )
-                continue
-            approximation = posterior._modules.get(name)
-            if approximation is None:
-                approximation = posterior.set_random_variable(name, prior)
+            approximation, observed, value = borch_module._resolve(name, prior, modules)
             entries.append(
                 {
                     "prior": prior,
                     "posterior": approximation,
-                    "observed": False,
-                    "value": approximation.tensor,
+                    "observed": observed,
+                    "value": value,
                 }
             )
     return entries
