@@ -21,15 +21,18 @@ draws. Neither cache is part of the state dict.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from numbers import Number
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
+import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from borch.graph import Graph, apply_to_tensors
+from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
 from borch.validation import (
     check_flag,
@@ -99,7 +102,7 @@ class RandomVariable(TensorLike, nn.Module):
                 "RandomVariable is a base class: use a class from borch.distributions "
                 "or make one with borch.distributions.random_variable_class"
             )
-        nn.Module.__init__(self)
+        init_module_state(self)
         state = self.__dict__
         state["_args"] = {}
         state["_validate_args"] = check_flag(validate_args)
@@ -117,10 +120,11 @@ class RandomVariable(TensorLike, nn.Module):
 
     # ------------------------------------------------------------------ arguments
     def _store_arg(self, name: str, value: Any) -> None:
-        if name in self._parameters:
-            del self._parameters[name]
-        if name in self._modules:
-            del self._modules[name]
+        if type(value) in _NUMBER_TYPES and not self._parameters and not self._modules:
+            self._args[name] = value  # the common case of a number, nothing to replace
+            return
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
         if isinstance(value, nn.Parameter):
             self._parameters[name] = value
             value = _REGISTERED
@@ -154,6 +158,14 @@ class RandomVariable(TensorLike, nn.Module):
         self._invalidate()
 
     def _refresh_watch(self) -> None:
+        state = self.__dict__
+        static_key = _static_key(type(self), self._args)
+        state["_static_key"] = static_key
+        if static_key is not None:  # numbers only: nothing to watch
+            state["_watched"] = state["_watched_rvs"] = state["_watched_dists"] = ()
+            state["_aliases"] = _NO_ALIASES
+            state["_needs_grad"] = False
+            return
         tensors: list[Tensor] = []
         variables: list[RandomVariable] = []
         distributions: list[RandomVariable] = []
@@ -168,10 +180,18 @@ class RandomVariable(TensorLike, nn.Module):
                 tensors += value.watched_tensors()
             elif isinstance(value, Tensor):
                 tensors.append(value)
-        state = self.__dict__
         state["_watched"] = tensors
         state["_watched_rvs"] = variables
         state["_watched_dists"] = distributions
+        # torch prints one-element arguments by value; a plain-tensor alias of a
+        # parameter prints "0.0" where the parameter prints "Parameter containing:".
+        # The alias is a view: it follows in-place updates and holds no saved
+        # tensors, so one alias serves every step.
+        state["_aliases"] = {
+            name: param.as_subclass(Tensor)
+            for name, param in self._parameters.items()
+            if param is not None and param.numel() == 1 and name in self._args
+        }
         state["_needs_grad"] = (
             bool(variables)
             or any(rv._needs_grad for rv in distributions)
@@ -197,6 +217,18 @@ class RandomVariable(TensorLike, nn.Module):
         _ = self.tensor  # redraw first if stale, so dependants see the new generation
         return self._generation
 
+    def _invalidate_for_new_draw(self) -> None:
+        """Redraw on next use, with distributions that need gradients rebuilt (a
+        fresh autograd graph per draw), here and in the variables this one uses."""
+        state = self.__dict__
+        state["_value"] = None
+        if state["_needs_grad"]:
+            state["_dist"] = None
+        for rv in state["_watched_rvs"]:
+            rv._invalidate_for_new_draw()
+        for rv in state["_watched_dists"]:
+            rv._invalidate_for_new_draw()
+
     def _invalidate(self, value: bool = True, distribution: bool = True) -> None:
         if distribution:
             self.__dict__["_dist"] = None
@@ -207,20 +239,43 @@ class RandomVariable(TensorLike, nn.Module):
     def _evaluated_kwargs(self) -> dict[str, Any]:
         kwargs = {}
         distribution_args = self.distribution_args
+        aliases = self._aliases
         for name in self._args:
             value = self._arg(name)
             if isinstance(value, RandomVariable) and name in distribution_args:
                 value = value.distribution
             elif isinstance(value, TensorLike):
                 value = value.tensor
-            elif isinstance(value, nn.Parameter) and value.numel() == 1:
-                # torch prints one-element arguments by value; a plain alias prints
-                # "0.0" where the parameter would print "Parameter containing: ...".
-                value = value.as_subclass(Tensor)
+            elif name in aliases:
+                value = aliases[name]
             kwargs[name] = value
         return kwargs
 
     def _build_distribution(self) -> Distribution:
+        static_key = self._static_key
+        if static_key is not None:
+            dist = _STATIC_DISTRIBUTIONS.get(static_key)
+            if dist is not None and self._numbers_valid():
+                return dist
+        dist = self._build_from_arguments()
+        if static_key is not None:
+            if len(_STATIC_DISTRIBUTIONS) >= _STATIC_CACHE_SIZE:
+                _STATIC_DISTRIBUTIONS.pop(next(iter(_STATIC_DISTRIBUTIONS)))
+            _STATIC_DISTRIBUTIONS[static_key] = dist
+        return dist
+
+    def _numbers_valid(self) -> bool:
+        """Validate all-number arguments in Python; ``False`` if torch must check."""
+        if (
+            not self._validated
+            and validation_enabled(self._validate_args)
+            and self._check_number_args(self._args)
+        ):
+            return False
+        self.__dict__["_validated"] = True
+        return True
+
+    def _build_from_arguments(self) -> Distribution:
         kwargs = self._evaluated_kwargs()
         validate = not self._validated and validation_enabled(self._validate_args)
         if validate:
@@ -304,7 +359,11 @@ class RandomVariable(TensorLike, nn.Module):
 
     def _draw(self) -> Tensor:
         dist = self._distribution_now()
-        value = dist.rsample() if dist.has_rsample else dist.sample()
+        particles = _PARTICLES.get()
+        if particles is None:
+            value = dist.rsample() if dist.has_rsample else dist.sample()
+        else:
+            value = _draw_particles(dist, *particles, self._describe())
         return self._set_value(value, self._dist_key)
 
     def forward(self) -> Tensor:
@@ -427,7 +486,13 @@ class RandomVariable(TensorLike, nn.Module):
         for key in ("_value", "_value_key", "_dist", "_dist_key"):
             state[key] = None
         state["_drawn_with_grad"] = True
-        for key in ("_watched", "_watched_rvs", "_watched_dists", "_needs_grad"):
+        for key in (
+            "_watched",
+            "_watched_rvs",
+            "_watched_dists",
+            "_needs_grad",
+            "_aliases",
+        ):
             state.pop(key, None)
         return state
 
@@ -458,6 +523,63 @@ def _short(value: Any) -> str:
             return f"{kind}({value.item():.4g})"
         return f"{kind}(shape={tuple(value.shape)})"
     return repr(value)
+
+
+#: ``(number of particles, batch dims)`` while drawing several particles at once
+#: (see ``borch.infer.particles``); ``None`` otherwise.
+_PARTICLES: ContextVar[tuple[int, int] | None] = ContextVar(
+    "borch_particles", default=None
+)
+
+
+def _draw_particles(
+    dist: Distribution, count: int, batch_dims: int, who: str
+) -> Tensor:
+    """Draw ``count`` particles, the particle dimension left of ``batch_dims`` batch
+    dimensions. A distribution whose arguments already carry particles (its batch
+    shape reaches that dimension) draws one value of that shape."""
+    batch = dist.batch_shape
+    if len(batch) > batch_dims:
+        if len(batch) != batch_dims + 1 or batch[0] not in (1, count):
+            raise ValueError(
+                f"{who}: batch shape {tuple(batch)} does not fit {count} particles "
+                f"left of {batch_dims} batch dimension(s); raise batch_dims"
+            )
+        value = dist.rsample() if dist.has_rsample else dist.sample()
+        if batch[0] == 1:
+            value = value.expand((count, *value.shape[1:]))
+        return value
+    shape = (count,) + (1,) * (batch_dims - len(batch))
+    value = dist.rsample((count,)) if dist.has_rsample else dist.sample((count,))
+    return value.reshape(shape + value.shape[1:])
+
+
+#: Distributions of random variables whose arguments are all plain numbers, shared
+#: between the many identical priors a model creates on every forward pass
+#: (``dist.Normal(0.0, 3.0)``). torch distributions are not mutated after
+#: construction, so sharing them is safe; the key includes the default dtype and
+#: device the numbers become tensors of.
+_STATIC_DISTRIBUTIONS: dict[tuple, Distribution] = {}
+_STATIC_CACHE_SIZE = 1024
+_NUMBER_TYPES = (int, float, bool)
+
+
+def _static_key(cls: type, args: dict[str, Any]) -> tuple | None:
+    items = []
+    for name, value in args.items():
+        if type(value) not in _NUMBER_TYPES:
+            return None
+        items.append((name, value))
+    return (cls, torch.get_default_dtype(), _default_device(), *items)
+
+
+_NO_ALIASES: dict[str, Tensor] = {}
+
+
+def _default_device() -> object:
+    # torch.set_default_device keeps the device in this module global; reading it
+    # is far cheaper than torch.get_default_device().
+    return getattr(_torch_device, "CURRENT_DEVICE", None)
 
 
 class RVPair(NamedTuple):

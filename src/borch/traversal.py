@@ -40,11 +40,9 @@ def sample(module: nn.Module, posterior: bool = True, prior: bool = False) -> No
 
 
 def _redraw(container: nn.Module) -> None:
-    for rv in container.modules():
+    for rv in container._modules.values():
         if isinstance(rv, RandomVariable):
-            # Rebuilding distributions that need gradients gives each step a fresh
-            # autograd graph.
-            rv._invalidate(value=True, distribution=rv._needs_grad)
+            rv._invalidate_for_new_draw()
 
 
 def pq_dict(module: nn.Module) -> list[dict[str, Any]]:

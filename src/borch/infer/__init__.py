@@ -4,6 +4,7 @@ Every loss works on the output of :func:`borch.pq_to_infer`.
 """
 
 from borch.infer.log_prob import log_prob, negative_log_prob
+from borch.infer.particles import particle_vi_loss
 from borch.infer.vi import (
     analytical_kl_divergence_loss,
     detach_distribution,
@@ -26,6 +27,7 @@ __all__ = [
     "elbo_score_function",
     "log_prob",
     "negative_log_prob",
+    "particle_vi_loss",
     "vi_loss",
     "vi_regularization",
 ]

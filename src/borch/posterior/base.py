@@ -97,6 +97,11 @@ class Posterior(nn.Module):
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, RandomVariable):
             value.__dict__["_name"] = name
+            if name in self._modules:
+                # Re-assigning a variable (a Manual posterior does it every step):
+                # nothing else can hold the name, so skip nn.Module's bookkeeping.
+                self._modules[name] = value
+                return
         super().__setattr__(name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> None:

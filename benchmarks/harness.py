@@ -1,0 +1,113 @@
+"""Timing and memory measurement shared by the benchmarks.
+
+Every workload provides step factories: ``make_step()`` returns a zero-argument
+callable doing one full training step. Timings are medians over repeated blocks after
+a warm-up, on one thread, all variants measured in the same process run.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+RESULTS = os.path.join(os.path.dirname(__file__), "results")
+
+
+@dataclass
+class Measurement:
+    name: str
+    seconds_per_step: float
+    spread: float  # (max - min) / median over the blocks
+    peak_bytes: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def time_step(
+    name: str,
+    make_step: Callable[[], Callable[[], object]],
+    steps: int = 200,
+    warmup: int = 50,
+    blocks: int = 7,
+) -> Measurement:
+    """Median time of one step over ``blocks`` blocks of ``steps`` steps."""
+    torch.manual_seed(0)
+    step = make_step()
+    for _ in range(warmup):
+        step()
+    gc.collect()
+    per_block = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        per_block.append((time.perf_counter() - start) / steps)
+    median = statistics.median(per_block)
+    return Measurement(name, median, (max(per_block) - min(per_block)) / median)
+
+
+def peak_memory(make_step: Callable[[], Callable[[], object]], steps: int = 3) -> int:
+    """Peak bytes of CPU tensor memory of a workload: its construction and ``steps``
+    steps, as recorded by torch's allocator under the profiler.
+
+    The profiler's memory events carry the allocator's running total since profiling
+    began, so the maximum is the workload's high-water mark: parameters, optimiser
+    state, anything kept between steps and the activations of the step itself.
+    """
+    gc.collect()
+    with tempfile.TemporaryDirectory() as folder:
+        trace = os.path.join(folder, "trace.json")
+        with profile(
+            activities=[ProfilerActivity.CPU], profile_memory=True
+        ) as profiler:
+            step = make_step()
+            for _ in range(steps):
+                step()
+        profiler.export_chrome_trace(trace)
+        with open(trace) as handle:
+            events = json.load(handle)["traceEvents"]
+    totals = [
+        event["args"]["Total Allocated"]
+        for event in events
+        if event.get("name") == "[memory]" and event["args"].get("Device Type") == 0
+    ]
+    return max(totals, default=0)
+
+
+def environment() -> dict:
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_json(name: str, payload: dict) -> str:
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, default=lambda o: asdict(o))
+    return path
+
+
+def ratio_table(rows: list[tuple[str, float, float | None, float | None]]) -> str:
+    """Format (workload, borch ratio, pyro ratio, borch/pyro speed-up) rows."""
+    lines = [
+        f"{'workload':28s} {'borch/torch':>12s} {'pyro/torch':>11s} {'pyro/borch':>11s}"
+    ]
+    for workload, borch_ratio, pyro_ratio, speedup in rows:
+        pyro_text = f"{pyro_ratio:11.2f}" if pyro_ratio is not None else f"{'-':>11s}"
+        speed_text = f"{speedup:11.2f}" if speedup is not None else f"{'-':>11s}"
+        lines.append(f"{workload:28s} {borch_ratio:12.2f} {pyro_text} {speed_text}")
+    return "\n".join(lines)
