@@ -187,11 +187,16 @@ class RandomVariable(TensorLike, nn.Module):
         # parameter prints "0.0" where the parameter prints "Parameter containing:".
         # The alias is a view: it follows in-place updates and holds no saved
         # tensors, so one alias serves every step.
-        state["_aliases"] = {
-            name: param.as_subclass(Tensor)
-            for name, param in self._parameters.items()
-            if param is not None and param.numel() == 1 and name in self._args
-        }
+        parameters = self._parameters
+        state["_aliases"] = (
+            {
+                name: param.as_subclass(Tensor)
+                for name, param in parameters.items()
+                if param is not None and param.numel() == 1 and name in self._args
+            }
+            if parameters
+            else _NO_ALIASES
+        )
         state["_needs_grad"] = (
             bool(variables)
             or any(rv._needs_grad for rv in distributions)

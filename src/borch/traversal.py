@@ -100,14 +100,22 @@ def pq_to_infer(module: nn.Module) -> dict[str, list]:
         >>> loss = borch.infer.vi_loss(**infer)
     """
     p_dists, q_dists, values, observed = [], [], [], []
-    for entry in pq_dict(module):
-        values.append(entry["value"])
-        p_dists.append(entry["prior"]._distribution_now())
-        approximation = entry["posterior"]
-        q_dists.append(
-            None if approximation is None else approximation._distribution_now()
-        )
-        observed.append(entry["observed"])
+    for borch_module in borch_modules(module):
+        modules = borch_module._modules
+        priors = modules["prior"]._modules
+        for name in borch_module._used:
+            prior = priors.get(name)
+            if prior is None:
+                continue
+            approximation, is_observed, value = borch_module._resolve(
+                name, prior, modules
+            )
+            values.append(value)
+            p_dists.append(prior._distribution_now())
+            q_dists.append(
+                None if approximation is None else approximation._distribution_now()
+            )
+            observed.append(is_observed)
     return {
         "p_dists": p_dists,
         "q_dists": q_dists,

@@ -53,7 +53,10 @@ def elbo_loss(
         >>> elbo_loss(td.Cauchy(0.0, 1.0), td.Normal(1.0, 1.0), torch.ones(1))
         tensor(0.9189)
     """
-    p_dist, q_dist = as_distribution(p_dist), as_distribution(q_dist)
+    if not isinstance(p_dist, Distribution):
+        p_dist = as_distribution(p_dist)
+    if not isinstance(q_dist, Distribution):
+        q_dist = as_distribution(q_dist)
     return (q_dist.log_prob(value) - p_dist.log_prob(value)).sum()
 
 
@@ -279,19 +282,23 @@ def _particle_terms(
 ) -> tuple[Tensor, Tensor | None]:
     """The loss of one draw, and the summed ``log q`` of its non-reparameterised
     latents (``None`` when there are none)."""
-    _check_lengths(p_dists=p_dists, q_dists=q_dists, values=values, observed=observed)
-    nll = 0.0
-    divergence = 0.0
+    count = len(values)
+    if len(p_dists) != count or len(q_dists) != count or len(observed) != count:
+        _check_lengths(
+            p_dists=p_dists, q_dists=q_dists, values=values, observed=observed
+        )
+    nll = divergence = 0.0
     score = None
-    latent = []
     for p_dist, q_dist, value, is_observed in zip(p_dists, q_dists, values, observed):
+        if not isinstance(p_dist, Distribution):
+            p_dist = as_distribution(p_dist)
         if is_observed:
-            nll = nll - as_distribution(p_dist).log_prob(value).sum()
-        else:
-            if q_dist is None:
-                raise ValueError("a latent variable has no approximating distribution")
-            latent.append((as_distribution(p_dist), as_distribution(q_dist), value))
-    for p_dist, q_dist, value in latent:
+            nll = nll - p_dist.log_prob(value).sum()
+            continue
+        if q_dist is None:
+            raise ValueError("a latent variable has no approximating distribution")
+        if not isinstance(q_dist, Distribution):
+            q_dist = as_distribution(q_dist)
         if q_dist.has_rsample:
             divergence = divergence + div_fn(p_dist, q_dist, value)
             continue
@@ -301,7 +308,7 @@ def _particle_terms(
         divergence = divergence + _non_reparameterised_divergence(
             p_dist, q_dist, value, log_q
         )
-    cost = nll + kl_scaling * divergence
+    cost = nll + kl_scaling * divergence if kl_scaling != 1 else nll + divergence
     if not isinstance(cost, Tensor):
         cost = torch.as_tensor(cost)
     return cost, score
