@@ -1,0 +1,393 @@
+"""Record a potential's value and gradient once, replay them as straight-line code.
+
+Running a borch model builds modules, distributions and an autograd graph on every
+call; for a fixed model the torch operations are the same each time. Tracing them with
+``torch.fx``'s ``make_fx`` (forward and backward pass) gives a graph of ATen
+operations; this module simplifies it (constants computed once, identities and dead
+code dropped) and compiles it to a Python function that calls the operations directly.
+
+Tracing refuses what it cannot replay faithfully: control flow that depends on tensor
+values (``make_fx`` raises), operations that mutate tensors, and results that differ
+from the eager potential at check points. Callers fall back to the eager potential.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.fx import GraphModule, Node
+from torch.fx.experimental.proxy_tensor import make_fx
+from torch.fx.node import map_arg
+
+from borch.infer.potential import to_numpy
+from borch.validation import validate_args
+
+aten = torch.ops.aten
+
+#: Operations whose result depends only on the shape of their tensor argument.
+_SHAPE_ONLY = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default}
+#: Operations that return their (first) argument when the shape is unchanged.
+_SAME_SHAPE_IDENTITY = {
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.expand.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.squeeze.default,
+    aten.clone.default,
+    aten.alias.default,
+    aten.detach.default,
+    aten.lift_fresh_copy.default,
+    aten._to_copy.default,
+    aten.contiguous.default,
+}
+_TIMES_ONE = {aten.mul.Tensor, aten.mul.Scalar, aten.div.Tensor, aten.div.Scalar}
+_PLUS_ZERO = {aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar}
+
+
+class TraceError(RuntimeError):
+    """The potential cannot be replayed from a trace."""
+
+
+def trace_value_and_grad(
+    evaluate: Callable[[Tensor], Tensor], example: Tensor
+) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """Compile ``position -> (evaluate(position), d evaluate / d position)``.
+
+    ``evaluate`` maps a flat position to a scalar tensor. Validation is off while
+    tracing (it reads tensor values); run ``evaluate`` once eagerly first to check the
+    model. Raises :class:`TraceError` if the trace cannot be replayed faithfully.
+
+    Example:
+        >>> import torch
+        >>> program = trace_value_and_grad(lambda q: (q**2).sum() * 1.0, torch.ones(2))
+        >>> program(torch.tensor([1.0, 2.0]))
+        (tensor(5.), tensor([2., 4.]))
+    """
+
+    def value_and_grad(position: Tensor) -> tuple[Tensor, Tensor]:
+        position = position.detach().requires_grad_(True)
+        energy = evaluate(position)
+        (grad,) = torch.autograd.grad(energy, position)
+        return energy.detach(), grad
+
+    default_validation = torch.distributions.Distribution._validate_args
+    try:
+        torch.distributions.Distribution.set_default_validate_args(False)
+        with validate_args(False), torch.enable_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = make_fx(value_and_grad)(example.detach())
+    except Exception as error:
+        raise TraceError(f"the potential could not be traced: {error}") from error
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(default_validation)
+    return compile_graph(graph, example.detach())
+
+
+def compile_graph(
+    graph_module: GraphModule, example: Tensor
+) -> Callable[[Tensor], Any]:
+    """Simplify a one-input graph of ATen operations and compile it to Python."""
+    nodes = list(graph_module.graph.nodes)
+    values = _evaluate(graph_module, nodes, example)
+    constant = _constant_nodes(nodes)
+    alias: dict[Node, Node] = {}
+    for node in nodes:
+        if node.op == "call_function" and not constant[node]:
+            source = _identity_source(node, values, constant)
+            if source is not None:
+                alias[node] = alias.get(source, source)
+    return _generate(nodes, values, constant, alias)
+
+
+def _evaluate(graph_module: GraphModule, nodes: list[Node], example: Tensor) -> dict:
+    values: dict[Node, Any] = {}
+    for node in nodes:
+        if node.op == "placeholder":
+            values[node] = example
+        elif node.op == "get_attr":
+            values[node] = _attribute(graph_module, node.target).detach()
+        elif node.op == "call_function":
+            if _mutates(node.target):
+                raise TraceError(
+                    f"the potential mutates tensors in place ({node.target}); it "
+                    "cannot be replayed from a trace"
+                )
+            args = map_arg(node.args, values.__getitem__)
+            kwargs = map_arg(node.kwargs, values.__getitem__)
+            values[node] = node.target(*args, **kwargs)
+        elif node.op == "output":
+            values[node] = None
+        else:
+            raise TraceError(f"unexpected graph node {node.op} {node.target}")
+    return values
+
+
+def _attribute(module: torch.nn.Module, target: str) -> Any:
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _mutates(target: Any) -> bool:
+    schema = getattr(target, "_schema", None)
+    return schema is not None and schema.is_mutable
+
+
+def _random(target: Any) -> bool:
+    return torch.Tag.nondeterministic_seeded in getattr(target, "tags", ())
+
+
+def _constant_nodes(nodes: list[Node]) -> dict[Node, bool]:
+    """Which nodes do not depend on the input (and are not random)."""
+    constant: dict[Node, bool] = {}
+    for node in nodes:
+        if node.op == "get_attr":
+            constant[node] = True
+        elif node.op == "call_function" and not _random(node.target):
+            inputs = node.all_input_nodes
+            constant[node] = node.target in _SHAPE_ONLY or all(
+                constant[n] for n in inputs
+            )
+        else:
+            constant[node] = False
+    return constant
+
+
+def _identity_source(node: Node, values: dict, constant: dict) -> Node | None:
+    """The input ``node`` merely returns (same shape, dtype and values), if any."""
+    target, args = node.target, node.args
+    out = values[node]
+    if not isinstance(out, Tensor):
+        return None
+
+    def same_as(arg: Any) -> bool:
+        if not isinstance(arg, Node):
+            return False
+        value = values[arg]
+        return (
+            isinstance(value, Tensor)
+            and value.shape == out.shape
+            and value.dtype == out.dtype
+            and value.device == out.device
+        )
+
+    first = args[0] if args else None
+    if target in _SAME_SHAPE_IDENTITY and same_as(first):
+        return first
+    if target is aten.t.default and same_as(first) and values[first].dim() <= 1:
+        return first
+    if target is aten.pow.Tensor_Scalar and args[1] == 1 and same_as(first):
+        return first
+    if target in _TIMES_ONE or target in _PLUS_ZERO:
+        neutral = 1 if target in _TIMES_ONE else 0
+        second = args[1] if len(args) > 1 else None
+        if _equals(second, neutral, values, constant) and same_as(first):
+            return first
+        commutes = target in (aten.mul.Tensor, aten.add.Tensor)
+        plain_add = node.kwargs.get("alpha", 1) == 1
+        if commutes and plain_add and _equals(first, neutral, values, constant):
+            return second if same_as(second) else None
+    return None
+
+
+def _equals(arg: Any, number: float, values: dict, constant: dict) -> bool:
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return arg == number
+    if isinstance(arg, Node) and constant[arg]:
+        value = values[arg]
+        return (
+            isinstance(value, Tensor)
+            and value.numel() <= 1_000_000
+            and bool((value == number).all())
+        )
+    return False
+
+
+def _generate(
+    nodes: list[Node], values: dict, constant: dict, alias: dict[Node, Node]
+) -> Callable[[Tensor], Any]:
+    """Straight-line Python for the nodes the output needs."""
+    needed = _needed(nodes, constant, alias)
+    namespace: dict[str, Any] = {}
+    names: dict[Node, str] = {}
+    lines = []
+
+    def bind(value: Any) -> str:
+        name = f"k{len(namespace)}"
+        namespace[name] = value
+        return name
+
+    def render(arg: Any) -> str:
+        if isinstance(arg, Node):
+            return names[alias.get(arg, arg)]
+        if isinstance(arg, (list, tuple)):
+            items = ", ".join(render(a) for a in arg)
+            return f"[{items}]" if isinstance(arg, list) else f"({items},)"
+        if arg is None or isinstance(arg, (bool, int, str)):
+            return repr(arg)
+        return bind(arg)
+
+    for index, node in enumerate(nodes):
+        if node.op == "placeholder":
+            names[node] = "position"
+        elif node not in needed or node in alias:
+            continue
+        elif constant[node]:
+            names[node] = bind(
+                values[node].detach()
+                if isinstance(values[node], Tensor)
+                else values[node]
+            )
+        elif node.op == "call_function":
+            function = bind(_fast_callable(node, values))
+            args = ", ".join(
+                [render(a) for a in node.args]
+                + [f"{key}={render(value)}" for key, value in node.kwargs.items()]
+            )
+            names[node] = f"v{index}"
+            lines.append(f"    v{index} = {function}({args})")
+        elif node.op == "output":
+            lines.append(f"    return {render(node.args[0])}")
+    source = "def program(position):\n" + "\n".join(lines) + "\n"
+    exec(compile(source, "<borch traced potential>", "exec"), namespace)
+    program = namespace["program"]
+    program.source = source
+    return program
+
+
+def _needed(nodes: list[Node], constant: dict, alias: dict[Node, Node]) -> set[Node]:
+    needed: set[Node] = set()
+    for node in reversed(nodes):
+        if node.op != "output" and node not in needed:
+            continue
+        needed.add(node)
+        if node in alias:
+            needed.add(alias[node])
+        elif not constant[node]:
+            for arg in node.all_input_nodes:
+                needed.add(alias.get(arg, arg))
+                needed.add(arg)
+    return needed
+
+
+def _fast_callable(node: Node, values: dict) -> Callable:
+    """The quickest callable that computes ``node`` (checked on the traced values).
+
+    The Python bindings ``torch.<op>`` and ``Tensor.<op>`` parse their arguments with
+    less overhead than an ATen operator object; they are used where they give exactly
+    the traced result.
+    """
+    target = node.target
+    if not isinstance(target, torch._ops.OpOverload):
+        return target
+    fallback = target._op
+    if _random(target) or target.namespace != "aten":
+        return fallback
+    name = target.overloadpacket.__name__
+    args = map_arg(node.args, values.__getitem__)
+    kwargs = map_arg(node.kwargs, values.__getitem__)
+    expected = values[node]
+    for candidate in (getattr(torch, name, None), getattr(torch.Tensor, name, None)):
+        if candidate is None or not callable(candidate):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                result = candidate(*args, **kwargs)
+        except Exception:
+            continue
+        if _identical(result, expected):
+            return candidate
+    return fallback
+
+
+def _identical(result: Any, expected: Any) -> bool:
+    if isinstance(expected, Tensor):
+        return (
+            isinstance(result, Tensor)
+            and result.dtype == expected.dtype
+            and result.shape == expected.shape
+            and result.device == expected.device
+            and bool(torch.equal(result, expected))
+        )
+    if isinstance(expected, (list, tuple)):
+        return (
+            isinstance(result, (list, tuple))
+            and len(result) == len(expected)
+            and all(_identical(r, e) for r, e in zip(result, expected))
+        )
+    return result == expected
+
+
+class TracedPotential:
+    """A potential (numpy in, numpy out) replayed from a trace of its value and
+    gradient; ``device`` and ``dtype`` are those the trace was recorded with."""
+
+    def __init__(
+        self,
+        program: Callable[[Tensor], tuple[Tensor, Tensor]],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.program = program
+        self.device, self.dtype = device, dtype
+        self._on_cpu = device.type == "cpu"
+
+    def __call__(self, position: np.ndarray) -> tuple[float, np.ndarray]:
+        tensor = torch.from_numpy(position)
+        if not self._on_cpu or tensor.dtype != self.dtype:
+            tensor = tensor.to(device=self.device, dtype=self.dtype)
+        energy, grad = self.program(tensor)
+        value = energy.item()
+        grad = grad.numpy() if self._on_cpu else to_numpy(grad)
+        return (value if math.isfinite(value) else math.inf), grad
+
+
+def traced_potential(
+    evaluate: Callable[[Tensor], Tensor],
+    eager: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    points: Iterable[np.ndarray],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> TracedPotential:
+    """Trace ``evaluate`` (on tensors) and check the result against the ``eager``
+    potential (on numpy vectors) at ``points``.
+
+    Raises :class:`TraceError` when tracing fails or the results differ.
+    """
+    points = [np.ascontiguousarray(point) for point in points]
+    example = torch.from_numpy(points[0]).to(device=device, dtype=dtype)
+    program = trace_value_and_grad(evaluate, example)
+    potential = TracedPotential(program, example.device, dtype)
+    for point in points:
+        expected_energy, expected_grad = eager(point)
+        energy, grad = potential(point)
+        if not math.isfinite(expected_energy):
+            continue
+        scale = max(float(np.abs(expected_grad).max(initial=0.0)), 1.0)
+        if not (
+            math.isclose(energy, expected_energy, rel_tol=1e-5, abs_tol=1e-6)
+            and np.allclose(grad, expected_grad, rtol=1e-4, atol=1e-6 * scale)
+        ):
+            raise TraceError(
+                "the traced potential differs from the model's (is the model "
+                "random, or does it branch on tensor values?)"
+            )
+    return potential
+
+
+__all__ = [
+    "TraceError",
+    "TracedPotential",
+    "compile_graph",
+    "trace_value_and_grad",
+    "traced_potential",
+]
