@@ -7,8 +7,10 @@ operations; this module simplifies it (constants computed once, identities and d
 code dropped) and compiles it to a Python function that calls the operations directly.
 
 Tracing refuses what it cannot replay faithfully: control flow that depends on tensor
-values (``make_fx`` raises), operations that mutate tensors, and results that differ
-from the eager potential at check points. Callers fall back to the eager potential.
+values (``make_fx`` raises), in-place changes to the input or to captured tensors, and
+results that differ from the eager potential at check points; callers then fall back
+to the eager potential. Graphs that change their own intermediate tensors in place
+(some ``torch.distributions`` transforms do) are replayed as recorded, unsimplified.
 """
 
 from __future__ import annotations
@@ -96,6 +98,21 @@ def compile_graph(
 ) -> Callable[[Tensor], Any]:
     """Simplify a one-input graph of ATen operations and compile it to Python."""
     nodes = list(graph_module.graph.nodes)
+    mutations = [
+        node for node in nodes if node.op == "call_function" and _mutates(node.target)
+    ]
+    for node in mutations:
+        _check_mutation(node)
+    if mutations:
+        # Values seen while evaluating would be those after later in-place changes,
+        # so nothing is folded or substituted: every node is recomputed per call.
+        values = {
+            node: _attribute(graph_module, node.target).detach()
+            for node in nodes
+            if node.op == "get_attr"
+        }
+        constant = {node: node in values for node in nodes}
+        return _generate(nodes, values, constant, {}, roots=mutations, fast=False)
     values = _evaluate(graph_module, nodes, example)
     constant = _constant_nodes(nodes)
     alias: dict[Node, Node] = {}
@@ -107,6 +124,34 @@ def compile_graph(
     return _generate(nodes, values, constant, alias)
 
 
+def _check_mutation(node: Node) -> None:
+    """Refuse in-place changes to the input or captured tensors (or views of them)."""
+    schema = node.target._schema
+    for index, argument in enumerate(schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        if argument.kwarg_only or index >= len(node.args):
+            target = node.kwargs.get(argument.name)
+        else:
+            target = node.args[index]
+        base = target
+        while isinstance(base, Node) and _is_view(base.target):
+            base = base.args[0]
+        if isinstance(base, Node) and base.op in ("placeholder", "get_attr"):
+            raise TraceError(
+                f"the potential changes a tensor it did not create in place "
+                f"({node.target}); it cannot be replayed from a trace"
+            )
+
+
+def _is_view(target: Any) -> bool:
+    schema = getattr(target, "_schema", None)
+    if schema is None or not schema.returns:
+        return False
+    alias = schema.returns[0].alias_info
+    return alias is not None and not alias.is_write
+
+
 def _evaluate(graph_module: GraphModule, nodes: list[Node], example: Tensor) -> dict:
     values: dict[Node, Any] = {}
     for node in nodes:
@@ -115,11 +160,6 @@ def _evaluate(graph_module: GraphModule, nodes: list[Node], example: Tensor) -> 
         elif node.op == "get_attr":
             values[node] = _attribute(graph_module, node.target).detach()
         elif node.op == "call_function":
-            if _mutates(node.target):
-                raise TraceError(
-                    f"the potential mutates tensors in place ({node.target}); it "
-                    "cannot be replayed from a trace"
-                )
             args = map_arg(node.args, values.__getitem__)
             kwargs = map_arg(node.kwargs, values.__getitem__)
             values[node] = node.target(*args, **kwargs)
@@ -212,10 +252,19 @@ def _equals(arg: Any, number: float, values: dict, constant: dict) -> bool:
 
 
 def _generate(
-    nodes: list[Node], values: dict, constant: dict, alias: dict[Node, Node]
+    nodes: list[Node],
+    values: dict,
+    constant: dict,
+    alias: dict[Node, Node],
+    roots: Iterable[Node] = (),
+    fast: bool = True,
 ) -> Callable[[Tensor], Any]:
-    """Straight-line Python for the nodes the output needs."""
-    needed = _needed(nodes, constant, alias)
+    """Straight-line Python for the nodes the output (and ``roots``) need.
+
+    Constant nodes become bound values; with ``fast``, operations are called through
+    :func:`_fast_callable`, else through their ATen operator.
+    """
+    needed = _needed(nodes, constant, alias, set(roots))
     namespace: dict[str, Any] = {}
     names: dict[Node, str] = {}
     lines = []
@@ -247,7 +296,9 @@ def _generate(
                 else values[node]
             )
         elif node.op == "call_function":
-            function = bind(_fast_callable(node, values))
+            function = bind(
+                _fast_callable(node, values) if fast else _plain_callable(node.target)
+            )
             args = ", ".join(
                 [render(a) for a in node.args]
                 + [f"{key}={render(value)}" for key, value in node.kwargs.items()]
@@ -263,8 +314,10 @@ def _generate(
     return program
 
 
-def _needed(nodes: list[Node], constant: dict, alias: dict[Node, Node]) -> set[Node]:
-    needed: set[Node] = set()
+def _needed(
+    nodes: list[Node], constant: dict, alias: dict[Node, Node], roots: set[Node]
+) -> set[Node]:
+    needed: set[Node] = set(roots)
     for node in reversed(nodes):
         if node.op != "output" and node not in needed:
             continue
@@ -278,6 +331,10 @@ def _needed(nodes: list[Node], constant: dict, alias: dict[Node, Node]) -> set[N
     return needed
 
 
+def _plain_callable(target: Any) -> Callable:
+    return target._op if isinstance(target, torch._ops.OpOverload) else target
+
+
 def _fast_callable(node: Node, values: dict) -> Callable:
     """The quickest callable that computes ``node`` (checked on the traced values).
 
@@ -288,7 +345,7 @@ def _fast_callable(node: Node, values: dict) -> Callable:
     target = node.target
     if not isinstance(target, torch._ops.OpOverload):
         return target
-    fallback = target._op
+    fallback = _plain_callable(target)
     if _random(target) or target.namespace != "aten":
         return fallback
     name = target.overloadpacket.__name__
