@@ -25,7 +25,7 @@ from borch.infer.hamiltonian import (
     hamiltonian,
     leapfrog,
 )
-from borch.infer.potential import ClosurePotential, Potential, as_rng
+from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
 
 #: Doublings/halvings the step size heuristic tries before giving up.
 _MAX_HEURISTIC_STEPS = 100
@@ -127,6 +127,7 @@ class DualAveraging:
         return self.step_size
 
 
+@non_finite_ok
 def initial_step_size(
     state: IntegratorState,
     potential: Potential,

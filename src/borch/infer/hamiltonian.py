@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
-from borch.infer.potential import ClosurePotential, Potential, as_rng
+from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
 
 #: An energy error above this marks a transition as divergent (Stan's threshold).
 MAX_ENERGY_ERROR = 1000.0
@@ -83,6 +83,7 @@ def draw_momentum(
     return noise / np.sqrt(inv_mass)
 
 
+@non_finite_ok
 def hmc_transition(
     state: IntegratorState,
     potential: Potential,

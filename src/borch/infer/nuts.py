@@ -31,7 +31,7 @@ from borch.infer.hamiltonian import (
     draw_momentum,
     leapfrog,
 )
-from borch.infer.potential import ClosurePotential, Potential, as_rng
+from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
 
 
 class NUTSInfo(NamedTuple):
@@ -159,6 +159,7 @@ def _logaddexp(a: float, b: float) -> float:
     return a + math.log1p(math.exp(b - a))
 
 
+@non_finite_ok
 def nuts_transition(
     state: IntegratorState,
     potential: Potential,

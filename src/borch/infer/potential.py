@@ -17,6 +17,7 @@ the tensors are the coordinates, updated in place.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -154,6 +155,22 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def non_finite_ok(function: Callable) -> Callable:
+    """Run ``function`` with numpy's floating-point warnings off.
+
+    Sampler kernels meet overflowing or undefined energies far out in the tails; they
+    turn them into ``inf`` and treat the step as divergent, so numpy's warnings would
+    only be noise.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def as_rng(generator: np.random.Generator | None) -> np.random.Generator:
     """``generator``, or one seeded from torch's global generator (so that
     ``torch.manual_seed`` makes the low-level samplers repeatable)."""
@@ -167,6 +184,7 @@ __all__ = [
     "Potential",
     "as_rng",
     "check_parameters",
+    "non_finite_ok",
     "numpy_dtype",
     "to_numpy",
 ]
