@@ -8,6 +8,7 @@ model with several chains and returns draws by variable name.
 
 from borch.infer.adaptation import dual_averaging, find_reasonable_epsilon
 from borch.infer.hamiltonian import hmc_step
+from borch.infer.laplace import Laplace, LaplacePosterior, laplace_posterior
 from borch.infer.log_prob import log_prob, negative_log_prob
 from borch.infer.mcmc_result import MCMCResult
 from borch.infer.mcmc_runner import mcmc
@@ -26,6 +27,8 @@ from borch.infer.vi import (
 )
 
 __all__ = [
+    "Laplace",
+    "LaplacePosterior",
     "MCMCResult",
     "analytical_kl_divergence_loss",
     "detach_distribution",
@@ -37,6 +40,7 @@ __all__ = [
     "elbo_score_function",
     "find_reasonable_epsilon",
     "hmc_step",
+    "laplace_posterior",
     "log_prob",
     "mcmc",
     "model_to_neg_log_prob_closure",

@@ -37,7 +37,7 @@ def neg_log_joint(model: nn.Module) -> Tensor:
     for entry in pq_dict(model):
         term = -entry["prior"].distribution.log_prob(entry["value"]).sum()
         if not entry["observed"]:
-            term = term - _point_mass(entry).log_abs_det_jacobian().sum()
+            term = term - point_mass_of(entry).log_abs_det_jacobian().sum()
         total = term if total is None else total + term
     if total is None:
         raise ValueError(
@@ -47,7 +47,9 @@ def neg_log_joint(model: nn.Module) -> Tensor:
     return total
 
 
-def _point_mass(entry: dict[str, Any]) -> PointMassDistribution:
+def point_mass_of(entry: dict[str, Any]) -> PointMassDistribution:
+    """The point mass distribution of a latent :func:`borch.pq_dict` entry; an error
+    naming the variable if its approximation is of another family."""
     distribution = entry["posterior"].distribution
     if not isinstance(distribution, PointMassDistribution):
         name = entry["prior"].name
@@ -167,14 +169,14 @@ class ModelPotential:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs)
         sample(model)
         model(*self.args, **self.kwargs)
-        names = _qualified_names(model)
+        names = qualified_names(model)
         latents, offset = [], 0
         for entry in pq_dict(model):
             if entry["observed"]:
                 continue
             approximation = entry["posterior"]
             name = names[id(approximation)]
-            if not _point_mass(entry).transform.bijective:
+            if not point_mass_of(entry).transform.bijective:
                 raise ValueError(
                     f"mcmc cannot sample latent random variable '{name}': torch has no "
                     f"bijection onto its support {approximation.support} (biject_to), "
@@ -252,13 +254,13 @@ class ModelPotential:
             self.set_position(self.tensor(position))
             sample(self.model)
             self.model(*self.args, **self.kwargs)
-            names = _qualified_names(self.model, "prior")
+            names = qualified_names(self.model, "prior")
             terms = []
             for entry in pq_dict(self.model):
                 log_density = entry["prior"].distribution.log_prob(entry["value"]).sum()
                 if not entry["observed"]:
                     log_density = (
-                        log_density + _point_mass(entry).log_abs_det_jacobian().sum()
+                        log_density + point_mass_of(entry).log_abs_det_jacobian().sum()
                     )
                 terms.append((names.get(id(entry["prior"]), "?"), log_density.item()))
         return terms
@@ -277,7 +279,7 @@ class ModelPotential:
         return values
 
 
-def _qualified_names(model: nn.Module, container: str = "posterior") -> dict[int, str]:
+def qualified_names(model: nn.Module, container: str = "posterior") -> dict[int, str]:
     """``id(random variable) -> "path.name"`` for the approximating variables (or the
     priors) of every borch module; the format ``borch.condition`` accepts."""
     names = {}
@@ -295,5 +297,7 @@ __all__ = [
     "SamplerPointMass",
     "model_to_neg_log_prob_closure",
     "neg_log_joint",
+    "point_mass_of",
+    "qualified_names",
     "sampling_copy",
 ]
