@@ -137,9 +137,10 @@ def test_untraceable_models_are_refused(model, match):
 
 
 def test_a_traced_potential_maps_non_finite_energy_to_inf():
-    program = trace_value_and_grad(lambda q: q.log().sum(), torch.ones(2))
-    value, _ = program(torch.tensor([-1.0, 1.0]))
-    assert torch.isnan(value)
+    program = trace_value_and_grad(lambda q: q.log().sum(), torch.ones(2), True)
+    with np.errstate(invalid="ignore"):
+        value, _ = program(np.array([-1.0, 1.0], np.float32))
+    assert np.isnan(value)
     potential = model_potential(Single("Normal"))
     traced = trace(potential, [np.zeros(potential.dim, np.float32)])
     traced.program = program

@@ -16,6 +16,7 @@ to the eager potential. Graphs that change their own intermediate tensors in pla
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,7 +27,9 @@ from torch import Tensor
 from torch.fx import GraphModule, Node
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.node import map_arg
+from torch.utils._pytree import tree_map
 
+from borch.infer.numpy_ops import NUMPY_OPS, matches, to_torch
 from borch.infer.potential import to_numpy
 from borch.validation import validate_args
 
@@ -59,13 +62,15 @@ class TraceError(RuntimeError):
 
 
 def trace_value_and_grad(
-    evaluate: Callable[[Tensor], Tensor], example: Tensor
-) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    evaluate: Callable[[Tensor], Tensor], example: Tensor, numpy_input: bool = False
+) -> Callable[[Any], tuple[Any, Any]]:
     """Compile ``position -> (evaluate(position), d evaluate / d position)``.
 
     ``evaluate`` maps a flat position to a scalar tensor. Validation is off while
     tracing (it reads tensor values); run ``evaluate`` once eagerly first to check the
-    model. Raises :class:`TraceError` if the trace cannot be replayed faithfully.
+    model. With ``numpy_input`` (CPU only) the program takes a numpy vector and
+    returns the energy (a numpy or torch scalar) and a numpy gradient. Raises
+    :class:`TraceError` if the trace cannot be replayed faithfully.
 
     Example:
         >>> import torch
@@ -90,13 +95,17 @@ def trace_value_and_grad(
         raise TraceError(f"the potential could not be traced: {error}") from error
     finally:
         torch.distributions.Distribution.set_default_validate_args(default_validation)
-    return compile_graph(graph, example.detach())
+    return compile_graph(graph, example.detach(), numpy_input)
 
 
 def compile_graph(
-    graph_module: GraphModule, example: Tensor
-) -> Callable[[Tensor], Any]:
-    """Simplify a one-input graph of ATen operations and compile it to Python."""
+    graph_module: GraphModule, example: Tensor, numpy_input: bool = False
+) -> Callable[[Any], Any]:
+    """Simplify a one-input graph of ATen operations and compile it to Python.
+
+    With ``numpy_input`` the program takes a numpy vector and returns the energy and
+    a numpy gradient (see :func:`_generate`).
+    """
     nodes = list(graph_module.graph.nodes)
     mutations = [
         node for node in nodes if node.op == "call_function" and _mutates(node.target)
@@ -112,7 +121,15 @@ def compile_graph(
             if node.op == "get_attr"
         }
         constant = {node: node in values for node in nodes}
-        return _generate(nodes, values, constant, {}, roots=mutations, fast=False)
+        return _generate(
+            nodes,
+            values,
+            constant,
+            {},
+            roots=mutations,
+            fast=False,
+            numpy_input=numpy_input,
+        )
     values = _evaluate(graph_module, nodes, example)
     constant = _constant_nodes(nodes)
     alias: dict[Node, Node] = {}
@@ -121,7 +138,7 @@ def compile_graph(
             source = _identity_source(node, values, constant)
             if source is not None:
                 alias[node] = alias.get(source, source)
-    return _generate(nodes, values, constant, alias)
+    return _generate(nodes, values, constant, alias, numpy_input=numpy_input)
 
 
 def _check_mutation(node: Node) -> None:
@@ -258,15 +275,21 @@ def _generate(
     alias: dict[Node, Node],
     roots: Iterable[Node] = (),
     fast: bool = True,
-) -> Callable[[Tensor], Any]:
+    numpy_input: bool = False,
+) -> Callable[[Any], Any]:
     """Straight-line Python for the nodes the output (and ``roots``) need.
 
-    Constant nodes become bound values; with ``fast``, operations are called through
-    :func:`_fast_callable`, else through their ATen operator.
+    Constant nodes become bound values. With ``fast``, operations run through
+    :func:`_fast_callable`, else through their ATen operator. With ``numpy_input``
+    the program takes and returns numpy arrays and, where ``fast``, runs each
+    operation that :data:`NUMPY_OPS` reproduces in numpy, converting values between
+    numpy and torch where the two meet.
     """
     needed = _needed(nodes, constant, alias, set(roots))
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"to_torch": to_torch}
     names: dict[Node, str] = {}
+    kinds: dict[Node, str] = {}
+    converted: dict[tuple[Node, str], str] = {}
     lines = []
 
     def bind(value: Any) -> str:
@@ -274,11 +297,32 @@ def _generate(
         namespace[name] = value
         return name
 
-    def render(arg: Any) -> str:
+    def name_in(node: Node, kind: str) -> str:
+        node = alias.get(node, node)
+        if kinds[node] == kind:
+            return names[node]
+        if (node, kind) not in converted:
+            if constant[node]:
+                value = values[node]
+                if isinstance(value, Tensor):
+                    value = (
+                        np.ascontiguousarray(value.numpy())
+                        if kind == "numpy"
+                        else value
+                    )
+                converted[node, kind] = bind(value)
+            else:
+                variable = f"{kind[0]}_{names[node]}"
+                convert = "to_torch({})" if kind == "torch" else "{}.numpy()"
+                lines.append(f"    {variable} = {convert.format(names[node])}")
+                converted[node, kind] = variable
+        return converted[node, kind]
+
+    def render(arg: Any, kind: str) -> str:
         if isinstance(arg, Node):
-            return names[alias.get(arg, arg)]
+            return name_in(arg, kind)
         if isinstance(arg, (list, tuple)):
-            items = ", ".join(render(a) for a in arg)
+            items = ", ".join(render(a, kind) for a in arg)
             return f"[{items}]" if isinstance(arg, list) else f"({items},)"
         if arg is None or isinstance(arg, (bool, int, str)):
             return repr(arg)
@@ -286,32 +330,116 @@ def _generate(
 
     for index, node in enumerate(nodes):
         if node.op == "placeholder":
-            names[node] = "position"
+            names[node], kinds[node] = "position", "numpy" if numpy_input else "torch"
         elif node not in needed or node in alias:
             continue
         elif constant[node]:
-            names[node] = bind(
-                values[node].detach()
-                if isinstance(values[node], Tensor)
-                else values[node]
-            )
+            value = values[node]
+            if isinstance(value, Tensor):
+                value = value.detach().contiguous()
+            names[node] = bind(value)
+            kinds[node] = "torch"
         elif node.op == "call_function":
-            function = bind(
-                _fast_callable(node, values) if fast else _plain_callable(node.target)
-            )
+            if node.target is operator.getitem:
+                source = alias.get(node.args[0], node.args[0])
+                function, kind = operator.getitem, kinds[source]
+            elif not fast:
+                function, kind = _plain_callable(node.target), "torch"
+            elif numpy_input:
+                function, kind = _quicker(node, values, constant, alias, kinds)
+            else:
+                function, kind = _fast_callable(node, values), "torch"
             args = ", ".join(
-                [render(a) for a in node.args]
-                + [f"{key}={render(value)}" for key, value in node.kwargs.items()]
+                [render(a, kind) for a in node.args]
+                + [f"{key}={render(value, kind)}" for key, value in node.kwargs.items()]
             )
-            names[node] = f"v{index}"
-            lines.append(f"    v{index} = {function}({args})")
+            names[node], kinds[node] = f"v{index}", kind
+            lines.append(f"    v{index} = {bind(function)}({args})")
         elif node.op == "output":
-            lines.append(f"    return {render(node.args[0])}")
+            energy, grad = node.args[0]
+            energy = names[alias.get(energy, energy)]
+            grad = render(grad, "numpy" if numpy_input else "torch")
+            lines.append(f"    return {energy}, {grad}")
     source = "def program(position):\n" + "\n".join(lines) + "\n"
     exec(compile(source, "<borch traced potential>", "exec"), namespace)
     program = namespace["program"]
     program.source = source
     return program
+
+
+def _quicker(
+    node: Node, values: dict, constant: dict, alias: dict, kinds: dict
+) -> tuple[Callable, str]:
+    """numpy or torch for ``node``: numpy where it reproduces torch's result at the
+    traced values and the cost model (:func:`_cost`) expects it to be quicker,
+    counting the conversions of its inputs.
+
+    The choice depends on shapes only (not on timings), so the same model always
+    compiles to the same program and a seed gives the same draws on every run.
+    """
+    torch_function = _fast_callable(node, values)
+    numpy_function = NUMPY_OPS.get(node.target)
+    if numpy_function is None:
+        return torch_function, "torch"
+    numpy_cost, torch_cost = _cost(node, values, "numpy"), _cost(node, values, "torch")
+    for arg in node.all_input_nodes:
+        arg = alias.get(arg, arg)
+        if not constant[arg]:
+            if kinds[arg] == "torch":
+                numpy_cost += _CONVERSION_COST
+            else:
+                torch_cost += _CONVERSION_COST
+    if numpy_cost >= torch_cost:
+        return torch_function, "torch"
+    args = tree_map(_as_numpy, map_arg(node.args, values.__getitem__))
+    kwargs = tree_map(_as_numpy, map_arg(node.kwargs, values.__getitem__))
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reproduces = matches(numpy_function(*args, **kwargs), values[node])
+    except Exception:
+        reproduces = False
+    return (numpy_function, "numpy") if reproduces else (torch_function, "torch")
+
+
+# A rough cost model in microseconds, measured on a slow CPU: a torch call costs
+# about 4 us before any work, a numpy call about 1 us; numpy's elementwise
+# transcendental functions are not vectorised and cost ~30 ns an element.
+_CONVERSION_COST = 1.5
+_CALL_COST = {"numpy": 1.0, "torch": 4.0}
+_ELEMENT_COST = {"numpy": 0.003, "torch": 0.003}
+_SLOW_ELEMENT_COST = {"numpy": 0.03, "torch": 0.005}
+_SLOW_IN_NUMPY = {
+    aten.sigmoid.default,
+    aten.softplus.default,
+    aten.binary_cross_entropy_with_logits.default,
+    aten.log1p.default,
+    aten.expm1.default,
+    aten.tanh.default,
+    aten.sin.default,
+    aten.cos.default,
+    aten.lgamma.default,
+    aten.digamma.default,
+    aten.erf.default,
+    aten.erfc.default,
+    aten._log_softmax.default,
+}
+
+
+def _cost(node: Node, values: dict, backend: str) -> float:
+    sizes = [
+        value.numel()
+        for value in [values[node], *(values[n] for n in node.all_input_nodes)]
+        if isinstance(value, Tensor)
+    ]
+    elements = max(sizes, default=1)
+    slow = node.target in _SLOW_IN_NUMPY
+    per_element = (_SLOW_ELEMENT_COST if slow else _ELEMENT_COST)[backend]
+    return _CALL_COST[backend] + per_element * elements
+
+
+def _as_numpy(value: Any) -> Any:
+    return value.numpy() if isinstance(value, Tensor) else value
 
 
 def _needed(
@@ -390,21 +518,26 @@ class TracedPotential:
 
     def __init__(
         self,
-        program: Callable[[Tensor], tuple[Tensor, Tensor]],
+        program: Callable[[Any], tuple[Any, Any]],
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
         self.program = program
         self.device, self.dtype = device, dtype
-        self._on_cpu = device.type == "cpu"
+        self.numpy_input = device.type == "cpu"
+        self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
 
     def __call__(self, position: np.ndarray) -> tuple[float, np.ndarray]:
-        tensor = torch.from_numpy(position)
-        if not self._on_cpu or tensor.dtype != self.dtype:
-            tensor = tensor.to(device=self.device, dtype=self.dtype)
-        energy, grad = self.program(tensor)
-        value = energy.item()
-        grad = grad.numpy() if self._on_cpu else to_numpy(grad)
+        with np.errstate(all="ignore"):
+            if self.numpy_input:
+                energy, grad = self.program(
+                    position.astype(self.numpy_dtype, copy=False)
+                )
+            else:
+                tensor = torch.from_numpy(position).to(self.device, self.dtype)
+                energy, grad = self.program(tensor)
+                grad = to_numpy(grad)
+        value = float(energy)
         return (value if math.isfinite(value) else math.inf), grad
 
 
@@ -422,7 +555,7 @@ def traced_potential(
     """
     points = [np.ascontiguousarray(point) for point in points]
     example = torch.from_numpy(points[0]).to(device=device, dtype=dtype)
-    program = trace_value_and_grad(evaluate, example)
+    program = trace_value_and_grad(evaluate, example, example.device.type == "cpu")
     potential = TracedPotential(program, example.device, dtype)
     for point in points:
         expected_energy, expected_grad = eager(point)
