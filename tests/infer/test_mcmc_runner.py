@@ -285,3 +285,22 @@ def test_zero_warmup_and_small_warmup_run():
             progress=False,
         )
         assert result.samples["mu"].shape == (1, 10)
+
+
+def test_missing_arviz_is_explained(monkeypatch):
+    result = mcmc(mean_model(), Y, chains=1, seed=0, **SHORT)
+    monkeypatch.setitem(__import__("sys").modules, "arviz", None)
+    with pytest.raises(ImportError, match=r"borch\[mcmc\]"):
+        result.to_arviz()
+
+
+def test_plot_trace_returns_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = mcmc(mean_model(), Y, chains=2, seed=0, **SHORT)
+    figure = result.plot_trace(["mu"])
+    assert len(figure.axes) == 2
+    path = tmp_path / "trace.png"
+    result.plot_trace(path=path)
+    assert path.stat().st_size > 10_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -157,6 +158,34 @@ class MCMCResult:
             table.attrs["warning"] = message
         table.attrs["num_divergent"] = self.num_divergent
         return table
+
+    def plot_trace(
+        self, var_names: Sequence[str] | None = None, path: str | None = None
+    ) -> Any:
+        """ArviZ's trace plot (densities and draws per chain) of ``var_names`` (all
+        by default); saved as an image to ``path`` if given. Returns the figure.
+
+        Needs matplotlib; a figure saved to ``path`` is closed afterwards.
+        """
+        arviz = import_arviz()
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError(
+                "plots need matplotlib: pip install 'borch[plots]'"
+            ) from error
+        with warnings.catch_warnings():
+            # ArviZ 0.2x calls a matplotlib helper the way matplotlib 3.11 deprecates.
+            warnings.filterwarnings(
+                "ignore", message="Passing a dict or None as alias_mapping"
+            )
+            axes = arviz.plot_trace(self.to_arviz(), var_names=var_names)
+        figure = axes.ravel()[0].figure
+        figure.tight_layout()
+        if path is not None:
+            figure.savefig(path, dpi=100)
+            plt.close(figure)
+        return figure
 
     def __repr__(self) -> str:
         names = ", ".join(self.samples)
