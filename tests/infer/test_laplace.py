@@ -252,3 +252,13 @@ def test_laplace_posterior_without_latent_variables():
 
     with pytest.raises(ValueError, match="no latent random variables"):
         laplace_posterior(model, loss_closure)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_laplace_on_the_gpu():
+    x = torch.zeros(2, device="cuda", requires_grad=True)
+    laplace = Laplace(lambda: (x**2).sum(), [x])
+    assert laplace.covariance.device.type == "cuda"
+    draws = laplace.sample_flat(10, generator=torch.Generator().manual_seed(0))
+    assert draws.device.type == "cuda"
+    assert draws.shape == (10, 2)

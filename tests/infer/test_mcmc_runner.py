@@ -304,3 +304,23 @@ def test_plot_trace_returns_the_figure(tmp_path):
     path = tmp_path / "trace.png"
     result.plot_trace(path=path)
     assert path.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_model_on_the_gpu():
+    """Chains run in this process; draws come back on the model's device and agree
+    with the same model on the CPU in distribution (means within 0.3 posterior sd)."""
+    model = mean_model().cuda()
+    result = mcmc(
+        model, Y.cuda(), chains=2, seed=0, num_samples=200, warmup=200, progress=False
+    )
+    assert result.samples["mu"].device.type == "cuda"
+    assert result.traced
+    cpu = mcmc(
+        mean_model(), Y, chains=2, seed=0, num_samples=200, warmup=200, progress=False
+    )
+    sd = cpu.samples["mu"].std().item()
+    assert (
+        abs(result.samples["mu"].mean().item() - cpu.samples["mu"].mean().item())
+        < 0.3 * sd
+    )

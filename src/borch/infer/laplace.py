@@ -186,9 +186,11 @@ class Laplace:
     ) -> Tensor:
         """Draws of the flat vector: shape ``(D,)``, or ``(n, D)`` for ``n`` draws."""
         shape = (1 if n is None else _count(n), self.mean.numel())
+        device = self.mean.device if generator is None else generator.device
         noise = torch.randn(
-            shape, dtype=self.mean.dtype, device=self.mean.device, generator=generator
+            shape, dtype=self.mean.dtype, device=device, generator=generator
         )
+        noise = noise.to(self.mean.device)
         draws = self.mean + noise @ self._scale.T
         return draws[0] if n is None else draws
 

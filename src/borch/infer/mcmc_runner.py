@@ -77,8 +77,9 @@ def mcmc(
             0.95) to take smaller steps where the posterior is hard.
         max_tree_depth: at most ``2**max_tree_depth`` leapfrog steps per draw.
         parallel: run chains in worker processes (one torch thread each); ``None``
-            does so when there is more than one chain and core and the model is on
-            the CPU. The same ``seed`` gives the same draws either way.
+            does so when there is more than one chain and core. Models on an
+            accelerator run their chains one after the other in this process. The
+            same ``seed`` gives the same draws either way.
         trace: replay a trace of the model's log density and gradient (much faster);
             models that cannot be traced (value-dependent control flow) are run
             instead either way.
@@ -131,8 +132,10 @@ def mcmc(
     potential = _fast_potential(eager, starts[:2]) if trace else eager
     traced = potential is not eager
 
-    if parallel is None:
-        parallel = chains > 1 and available_cores() > 1 and eager.device.type == "cpu"
+    if eager.device.type != "cpu":
+        parallel = False  # worker processes cannot share an accelerator safely
+    elif parallel is None:
+        parallel = chains > 1 and available_cores() > 1
     job = ChainJob(eager, potential, traced, starts, chain_seeds, settings)
     results = run_chains(
         job,
