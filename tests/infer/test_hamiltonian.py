@@ -154,8 +154,8 @@ def test_hmc_step_samples_a_gaussian():
         return (0.5 * ((x - 3.0) / 2.0) ** 2).sum()
 
     draws = []
-    for _ in range(2000):
-        accept = hmc_step(0.8, 6, [x], closure)
+    for _ in range(800):
+        accept = hmc_step(1.2, 3, [x], closure)
         assert 0.0 <= accept <= 1.0
         draws.append(x.item())
     draws = np.array(draws)[None]

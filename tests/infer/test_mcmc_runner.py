@@ -324,3 +324,15 @@ def test_a_model_on_the_gpu():
         abs(result.samples["mu"].mean().item() - cpu.samples["mu"].mean().item())
         < 0.3 * sd
     )
+
+
+def test_random_log_densities_are_refused():
+    class Noisy(borch.Module):
+        def forward(self):
+            self.x = dist.Normal(0.0, 1.0)
+            self.y = dist.Normal(self.x + torch.randn(()), 1.0)
+
+    model = Noisy()
+    model.observe(y=torch.tensor(0.0))
+    with pytest.raises(ValueError, match="changed between two evaluations.*random"):
+        mcmc(model, **SHORT)

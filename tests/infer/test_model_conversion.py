@@ -134,7 +134,7 @@ def test_the_documented_loop_on_a_model():
     parameters = list(model.parameters())
     eps0, eps_bar, h_bar = find_reasonable_epsilon(parameters, closure)
     eps, draws = eps0, []
-    for i in range(1, 500):
+    for i in range(1, 350):
         accept = nuts_step(eps, parameters, closure)
         if i < 100:
             eps, eps_bar, h_bar = dual_averaging(accept, i, eps0, eps_bar, h_bar)

@@ -129,6 +129,7 @@ def mcmc(
     eager = ModelPotential(sampling_copy(model), args, kwargs)
     init_seeds, chain_seeds = _chain_seeds(seed, chains)
     starts = [_initial_state(eager, s) for s in init_seeds]
+    _check_deterministic(eager, starts[0])
     potential = _fast_potential(eager, starts[:2]) if trace else eager
     traced = potential is not eager
 
@@ -188,6 +189,19 @@ def _initial_state(potential: ModelPotential, seed: int) -> IntegratorState:
         f"initial points drawn uniformly in (-{INITIAL_RADIUS:g}, {INITIAL_RADIUS:g}) "
         f"in unconstrained space: {_explain(potential, position, grad)}"
     )
+
+
+def _check_deterministic(potential: ModelPotential, start: IntegratorState) -> None:
+    """Refuse a log density that changes between evaluations at the same point."""
+    energy, _ = potential(start.position)
+    if not math.isclose(energy, start.potential_energy, rel_tol=1e-6, abs_tol=1e-9):
+        raise ValueError(
+            "the model's log density changed between two evaluations at the same "
+            f"latent values ({-start.potential_energy:.6g}, then {-energy:.6g}): MCMC "
+            "needs it to be a function of the latent variables. Is something in the "
+            "model random (dropout in training mode, noise drawn with torch.randn, a "
+            "random variable drawn outside a borch.Module)?"
+        )
 
 
 def _explain(potential: ModelPotential, position: np.ndarray, grad: np.ndarray) -> str:
