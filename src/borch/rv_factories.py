@@ -33,8 +33,8 @@ from torch.nn import init
 from borch import distributions as dist
 from borch.random_variable import RandomVariable
 
-#: ``factory(name, parameter) -> prior``
-RVFactory = Callable[[str, Tensor], RandomVariable]
+#: ``factory(name, parameter) -> prior`` (``None``: keep the parameter)
+RVFactory = Callable[[str, Tensor], RandomVariable | None]
 
 
 def _with_value(prior: RandomVariable, parameter: Tensor) -> RandomVariable:
@@ -203,15 +203,16 @@ def check_rv_factory(rv_factory: object) -> RVFactory:
 
 def apply_rv_factory(
     rv_factory: RVFactory, name: str, parameter: Tensor
-) -> RandomVariable:
-    """Call a factory and check what it returns fits the parameter."""
+) -> RandomVariable | None:
+    """Call a factory and check what it returns: a random variable, or ``None`` to
+    keep the parameter as it is."""
     with torch.no_grad():
         prior = rv_factory(name, parameter)
-    if not isinstance(prior, RandomVariable):
+    if prior is not None and not isinstance(prior, RandomVariable):
         raise TypeError(
             f"rv_factory {getattr(rv_factory, '__name__', rv_factory)!r} returned "
             f"{type(prior).__name__} for parameter {name!r}; expected a "
-            "borch RandomVariable"
+            "borch RandomVariable (or None to keep the parameter)"
         )
     return prior
 
