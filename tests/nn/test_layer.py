@@ -25,7 +25,9 @@ def test_posterior_starts_at_torch_initialisation():
     torch.testing.assert_close(layer.posterior.weight.loc, reference.weight)
     torch.testing.assert_close(layer.posterior.bias.loc, reference.bias)
     scale = layer.posterior.weight.distribution.scale
-    torch.testing.assert_close(scale, torch.full_like(scale, math.exp(DEFAULT_LOG_SCALE)))
+    torch.testing.assert_close(
+        scale, torch.full_like(scale, math.exp(DEFAULT_LOG_SCALE))
+    )
 
 
 def test_default_priors_are_scaled_to_fan_in():
@@ -112,7 +114,9 @@ def test_factory_may_keep_a_parameter():
     layer = nn.Linear(
         3,
         2,
-        rv_factory=lambda name, p: None if name == "bias" else rv_factories.delta_rv(name, p),
+        rv_factory=lambda name, p: (
+            None if name == "bias" else rv_factories.delta_rv(name, p)
+        ),
         posterior=posterior.PointMass(),
     )
     assert isinstance(layer._parameters["bias"], torch.nn.Parameter)
