@@ -229,3 +229,25 @@ def test_observed_weights_use_the_plain_forward():
     layer.observe(weight=weight)
     x = torch.randn(4, 3)
     torch.testing.assert_close(layer(x), x @ weight.T + layer.bias)
+
+
+def test_converted_networks_take_estimators():
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)
+    )
+    bayesian = nn.borchify_network(net)
+    assert set_estimator(bayesian, "local_reparameterization") == ["0", "2"]
+    assert bayesian(torch.randn(5, 3)).shape == (5, 1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_estimators_on_the_gpu():
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 3), nn.ReLU(), nn.Linear(3, 1)
+    ).cuda()
+    set_estimator(net, "flipout")
+    net[2].estimator = "local_reparameterization"
+    output = net(torch.randn(4, 1, 4, 4, device="cuda"))
+    output.sum().backward()
+    assert output.device.type == "cuda"
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())

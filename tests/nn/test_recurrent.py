@@ -103,3 +103,13 @@ def test_attention_and_transformer_weights_are_random():
         if "norm" in owner:  # normalisation layers stay deterministic
             continue
         assert f"{owner}.posterior.{parameter}" in variables, path
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("name", RECURRENT)
+def test_recurrent_layers_on_the_gpu(name):
+    layer = getattr(nn, name)(3, 4, num_layers=2).cuda()
+    output = layer(torch.randn(5, 2, 3, device="cuda"))[0]
+    output.sum().backward()
+    assert torch.isfinite(output).all()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
