@@ -28,6 +28,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import borch
 from borch import distributions as dist
@@ -211,6 +213,14 @@ def test_estimator_argument_errors():
         set_estimator(nn.Sequential(nn.ReLU()), "flipout")
     with pytest.raises(ValueError, match="needs a Normal posterior"):
         nn.Linear(3, 2, posterior=borch.posterior.PointMass(), estimator="flipout")
+
+
+@given(st.one_of(st.text(max_size=30), st.integers(), st.booleans()))
+def test_unknown_estimator_names_are_value_errors(name):
+    if name in nn.ESTIMATORS:
+        return
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        nn.Linear(2, 2, estimator=name)
 
 
 def test_set_estimator_reports_the_layers_and_restores_the_default():
