@@ -41,15 +41,6 @@ Z = 4.5
 Z_VARIANCE = 3.0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions on a busy machine run many times slower on two threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Regression(borch.Module):
     """``y ~ Normal(net(x), 0.2)``: a likelihood for the estimators to act on."""
 
