@@ -1,0 +1,71 @@
+"""The convolutional network of the README's borch.nn section (docs/nn_readme_section.md,
+to be merged into README.md) runs as written and trains."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import pathlib
+import re
+
+import pytest
+import torch
+
+import borch
+
+SECTION = pathlib.Path(__file__).resolve().parents[2] / "docs" / "nn_readme_section.md"
+
+
+@pytest.fixture(scope="module")
+def namespace():
+    """The names the README's code defines, after running exactly that code (once
+    for this module)."""
+    blocks = re.findall(r"```python\n(.*?)```", SECTION.read_text(), flags=re.DOTALL)
+    assert len(blocks) == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convolutions crawl on a shared two-core machine
+    try:
+        names: dict = {"__name__": "readme"}
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(blocks[0], str(SECTION), "exec"), names)
+    finally:
+        torch.set_num_threads(threads)
+    names["printed"] = printed.getvalue()
+    return names
+
+
+def test_readme_conv_net_trains(namespace):
+    losses = namespace["losses"]
+    assert all(math.isfinite(value) for value in losses)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+    assert float(namespace["accuracy"]) >= 0.9
+    assert namespace["printed"].startswith("loss ")
+
+
+def test_readme_gradients_reach_every_posterior_parameter(namespace):
+    net = namespace["net"]
+    parameters = dict(net.named_parameters())
+    assert parameters and all(".posterior." in name for name in parameters)
+    approximations = [rv for _, rv in borch.named_random_variables(net)]
+    # conv1, conv2, classifier: weight and bias each
+    assert len(approximations) == 6
+    owned = {id(p) for rv in approximations for p in rv.parameters()}
+    assert owned == {id(p) for p in parameters.values()}
+    for name, parameter in parameters.items():
+        assert parameter.grad is not None, name
+        assert torch.isfinite(parameter.grad).all(), name
+        assert bool((parameter.grad != 0).any()), name
+
+
+def test_readme_new_sample_changes_the_output(namespace):
+    net, images = namespace["net"], namespace["images"][:8]
+    with torch.no_grad():
+        first = net(images)
+        again = net(images)
+        borch.sample(net)
+        second = net(images)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, second)
