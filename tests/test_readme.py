@@ -11,4 +11,6 @@ def test_readme_python_blocks_run(capsys):
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert blocks
     for block in blocks:
+        if "class ConvNet" in block:
+            continue  # run, and checked more closely, by tests/nn/test_readme_example.py
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})

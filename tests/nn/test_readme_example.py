@@ -1,5 +1,5 @@
-"""The convolutional network of the README's borch.nn section (docs/nn_readme_section.md,
-to be merged into README.md) runs as written and trains."""
+"""The convolutional network of the README's borch.nn section runs as written and
+trains."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import torch
 
 import borch
 
-SECTION = pathlib.Path(__file__).resolve().parents[2] / "docs" / "nn_readme_section.md"
+README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
 def namespace():
     """The names the README's code defines, after running exactly that code (once
     for this module)."""
-    blocks = re.findall(r"```python\n(.*?)```", SECTION.read_text(), flags=re.DOTALL)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks = [block for block in blocks if "class ConvNet" in block]
     assert len(blocks) == 1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small convolutions crawl on a shared two-core machine
@@ -29,7 +30,7 @@ def namespace():
         names: dict = {"__name__": "readme"}
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            exec(compile(blocks[0], str(SECTION), "exec"), names)
+            exec(compile(blocks[0], str(README), "exec"), names)
     finally:
         torch.set_num_threads(threads)
     names["printed"] = printed.getvalue()
