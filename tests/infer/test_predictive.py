@@ -288,3 +288,16 @@ def test_bad_input(kwargs, error, match):
 def test_model_must_be_a_module():
     with pytest.raises(TypeError, match="model"):
         predictive(lambda x: x, X)
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_draws_stay_on_the_model_device(device, vectorize):
+    """On CPU everywhere; on CUDA where the machine has a GPU (``device`` fixture)."""
+    model = Regression().to(device)
+    model.observe(y=Y.to(device))
+    x = X.to(device)
+    samples = {name: value.to(device) for name, value in mcmc_samples(1, 4).items()}
+    for kwargs in ({"num_samples": 4}, {"posterior_samples": samples}):
+        draws = predictive(model, x, vectorize=vectorize, **kwargs)
+        assert {value.device.type for value in draws.values()} == {device.type}
+        assert draws["y"].shape == (4, 5)

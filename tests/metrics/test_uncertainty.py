@@ -49,3 +49,16 @@ def test_regression_decomposition_is_the_law_of_total_variance():
         draws.reshape(-1, 3).var(0), split.total, rtol=0.012, atol=0
     )
     torch.testing.assert_close(split.epistemic, means.var(0, correction=0))
+
+
+def test_metrics_on_the_device(device):
+    """Metrics return tensors on the device of their inputs (CUDA where available)."""
+    probs = torch.full((3, 4, 2), 0.5, device=device)
+    assert metrics.predictive_entropy(probs).device.type == device.type
+    samples = torch.randn(50, 4, device=device)
+    coverage = metrics.interval_coverage(samples, torch.zeros(4, device=device))
+    assert coverage.device.type == device.type
+    targets = torch.zeros(4, dtype=torch.long, device=device)
+    assert metrics.expected_calibration_error(probs[0], targets).device.type == (
+        device.type
+    )
