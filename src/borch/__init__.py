@@ -33,7 +33,7 @@ Example:
     2
 """
 
-from borch import distributions, infer, posterior
+from borch import distributions, infer, metrics, posterior
 from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
 from borch.module import Module
@@ -63,6 +63,7 @@ __all__ = [
     "condition",
     "distributions",
     "infer",
+    "metrics",
     "named_random_variables",
     "posterior",
     "pq_dict",

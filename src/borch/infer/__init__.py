@@ -1,4 +1,5 @@
-"""Inference: variational losses, MCMC (HMC and NUTS) and the Laplace approximation.
+"""Inference: variational losses, MCMC (HMC and NUTS), the Laplace approximation and
+posterior predictive sampling.
 
 Every loss works on the output of :func:`borch.pq_to_infer`. The samplers follow the
 convention of a ``torch.optim`` closure: ``closure()`` returns the *negative* log
@@ -15,6 +16,7 @@ from borch.infer.mcmc_runner import mcmc
 from borch.infer.model_conversion import model_to_neg_log_prob_closure
 from borch.infer.nuts import nuts_step
 from borch.infer.particles import particle_vi_loss
+from borch.infer.predictive import VectorizationWarning, predictive
 from borch.infer.vi import (
     analytical_kl_divergence_loss,
     detach_distribution,
@@ -31,6 +33,7 @@ __all__ = [
     "Laplace",
     "LaplacePosterior",
     "MCMCResult",
+    "VectorizationWarning",
     "analytical_kl_divergence_loss",
     "detach_distribution",
     "dual_averaging",
@@ -48,6 +51,7 @@ __all__ = [
     "negative_log_prob",
     "nuts_step",
     "particle_vi_loss",
+    "predictive",
     "vi_loss",
     "vi_regularization",
 ]
