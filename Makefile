@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/posteriors.py
+	$(PY) examples/bnn_digits.py
+	$(PY) examples/diabetes_regression.py
+	$(PY) examples/eight_schools.py
 
 test: $(STAMP)
 	$(PY) -m ruff check .
