@@ -237,11 +237,28 @@ def _median(distribution: Distribution) -> Tensor | None:
 
 
 def float_dtype(distribution: Distribution) -> torch.dtype:
-    """The floating dtype of a distribution's parameters (torch's default if none)."""
+    """The floating dtype of a distribution's parameters (torch's default if none).
+
+    Distributions built on others (``LogNormal``, ``Beta``, ``Independent``,
+    mixtures) keep their tensors in the inner distribution, which is searched too.
+    """
+    dtype = _own_float_dtype(distribution, set())
+    return torch.get_default_dtype() if dtype is None else dtype
+
+
+def _own_float_dtype(distribution: Distribution, seen: set[int]) -> torch.dtype | None:
+    seen.add(id(distribution))
+    inner = []
     for value in vars(distribution).values():
         if isinstance(value, Tensor) and value.is_floating_point():
             return value.dtype
-    return torch.get_default_dtype()
+        if isinstance(value, Distribution) and id(value) not in seen:
+            inner.append(value)
+    for value in inner:
+        dtype = _own_float_dtype(value, seen)
+        if dtype is not None:
+            return dtype
+    return None
 
 
 #: Heavy-tailed location-scale families: their spread is their ``scale`` argument.
