@@ -52,7 +52,9 @@ def time_workloads(steps: int, blocks: int, only: set[str] | None) -> dict:
             measured[variant] = harness.time_step(
                 variant, make_step, steps=max(5, int(steps * scale)), blocks=blocks
             )
-        entry = {"seconds_per_step": {k: v.seconds_per_step for k, v in measured.items()}}
+        entry = {
+            "seconds_per_step": {k: v.seconds_per_step for k, v in measured.items()}
+        }
         entry["spread"] = {k: v.spread for k, v in measured.items()}
         base = measured["torch"].seconds_per_step
         entry["ratio_to_torch"] = {
@@ -86,8 +88,11 @@ def particle_costs(steps: int) -> dict:
         for vectorize in (True, False):
             label = "vectorised" if vectorize else "looped"
             seconds = harness.time_step(
-                label, particles.make_step(count, vectorize), steps=max(5, steps // 4),
-                warmup=5, blocks=3,
+                label,
+                particles.make_step(count, vectorize),
+                steps=max(5, steps // 4),
+                warmup=5,
+                blocks=3,
             ).seconds_per_step
             row[f"{label}_seconds_per_step"] = seconds
             row[f"{label}_seconds_per_particle"] = seconds / count
@@ -149,8 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     print(format_report(results, particle_rows))
     path = harness.write_json(
         "benchmarks",
-        {"environment": harness.environment(), "workloads": results,
-         "particles": particle_rows},
+        {
+            "environment": harness.environment(),
+            "workloads": results,
+            "particles": particle_rows,
+        },
     )
     print(f"\nwritten {path}")
 

@@ -167,3 +167,40 @@ def test_deepcopy_and_pickle_keep_parameters():
 def test_repr_is_compact():
     rv = dist.Normal(torch.nn.Parameter(torch.zeros(())), torch.ones(3))
     assert repr(rv) == "Normal(loc=Parameter(0), scale=tensor(shape=(3,)))"
+
+
+def test_custom_random_variable_in_the_original_style():
+    class MyRV(borch.RandomVariable):
+        distribution_cls = torch.distributions.Normal
+
+        def __init__(self, loc=1.0, scale=1.0):
+            super().__init__()
+            self.register_param_or_buffer("loc", loc)
+            self.register_param_or_buffer("scale", scale)
+            self()
+
+        def _distribution(self):
+            return self.distribution_cls(
+                borch.as_tensor(self.loc), borch.as_tensor(self.scale)
+            )
+
+    rv = MyRV(torch.nn.Parameter(torch.tensor(1.0)), 2.0)
+    assert bool(torch.exp(rv) > 0)
+    assert type(rv.tensor) is torch.Tensor
+    assert [p.item() for p in rv.parameters()] == [1.0]
+    assert rv.distribution.scale.item() == 2.0
+
+
+def test_graph_subclass_with_register_param_or_buffer():
+    class Exp(borch.Graph):
+        def __init__(self, param):
+            super().__init__()
+            self.register_param_or_buffer("param", param)
+
+        def forward(self):
+            return torch.exp(self.param)
+
+    exp = Exp(torch.nn.Parameter(torch.zeros(1)))
+    assert torch.equal((exp * 1).detach(), torch.ones(1))
+    assert len(list(exp.parameters())) == 1
+    assert torch.equal(Exp(torch.ones(1)).tensor, torch.exp(torch.ones(1)))

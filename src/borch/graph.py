@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.distributions.constraints import Constraint
 from torch.distributions.transforms import Transform as _TorchTransform
@@ -49,6 +50,16 @@ class Graph(TensorLike, nn.Module):
     def tensor(self) -> Tensor:
         """The value, computed now."""
         return self.forward()
+
+    def register_param_or_buffer(self, name: str, value: Any) -> None:
+        """Register ``value`` as a parameter if it is one, else as a buffer (tensors
+        and numbers), so it moves with the module."""
+        if isinstance(value, nn.Parameter):
+            self.register_parameter(name, value)
+        elif isinstance(value, nn.Module):
+            self.add_module(name, value)
+        else:
+            self.register_buffer(name, torch.as_tensor(value))
 
     def watched_tensors(self) -> list[Tensor]:
         """Tensors whose in-place change alters the value (used for cache keys)."""

@@ -151,6 +151,14 @@ class RandomVariable(TensorLike, nn.Module):
         """The distribution arguments as given, by name."""
         return {name: self._arg(name) for name in self._args}
 
+    def register_param_or_buffer(self, name: str, value: Any) -> None:
+        """Add or replace a distribution argument (the original borch's spelling).
+
+        Parameters and modules are registered on this module; other values are kept
+        as arguments and move with ``.to()``.
+        """
+        self._set_arg(name, value)
+
     def _set_arg(self, name: str, value: Any) -> None:
         """Replace one argument; the distribution and value are redrawn on next use."""
         self._store_arg(name, value)
@@ -286,7 +294,10 @@ class RandomVariable(TensorLike, nn.Module):
         if validate:
             validate = self._check_number_args(kwargs)
         try:
-            dist = self.distribution_cls(**kwargs, validate_args=validate)
+            if type(self)._distribution is not RandomVariable._distribution:
+                dist = self._distribution()
+            else:
+                dist = self.distribution_cls(**kwargs, validate_args=validate)
         except ValueError as error:
             raise ValueError(f"{self._describe()}: {error}") from None
         if validate:
@@ -327,6 +338,12 @@ class RandomVariable(TensorLike, nn.Module):
             state["_dist"] = dist
             state["_dist_key"] = key
         return dist
+
+    def _distribution(self) -> Distribution:
+        """Build the torch distribution; override for a custom parameterisation
+        (the original borch's extension point). By default the class's
+        ``distribution_cls`` is called with the evaluated arguments."""
+        return self.distribution_cls(**self._evaluated_kwargs())
 
     @property
     def distribution(self) -> Distribution:

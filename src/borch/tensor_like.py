@@ -154,12 +154,15 @@ def as_tensor(value: Any, dtype: torch.dtype | None = None) -> Tensor:
 
     Random variables give their current value, graphs their freshly computed value,
     tensors themselves, and numbers, sequences and numpy arrays a new tensor (floating
-    point values in torch's default dtype).
+    point values in torch's default dtype). Values torch cannot convert are returned
+    unchanged.
 
     Example:
         >>> import borch
         >>> borch.as_tensor([1, 2.5])
         tensor([1.0000, 2.5000])
+        >>> borch.as_tensor("hello")
+        'hello'
         >>> rv = borch.distributions.Normal(0.0, 1.0)
         >>> borch.as_tensor(rv) is rv.tensor
         True
@@ -168,7 +171,10 @@ def as_tensor(value: Any, dtype: torch.dtype | None = None) -> Tensor:
         value = value.tensor
     if isinstance(value, Tensor):
         return value if dtype is None else value.to(dtype)
-    tensor = torch.as_tensor(value, dtype=dtype)
+    try:
+        tensor = torch.as_tensor(value, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        return value  # not convertible: returned as it is, as the original did
     if dtype is None and tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
     return tensor

@@ -48,7 +48,7 @@ def test_class_is_real_and_documented(name):
     cls = getattr(dist, name)
     assert issubclass(cls, borch.RandomVariable)
     assert issubclass(cls, nn.Module)
-    assert cls.__module__ == "borch.distributions"
+    assert cls.__module__ == "borch.distributions.rv_distributions"
     assert cls.__qualname__ == name
     torch_signature = inspect.signature(cls.distribution_cls.__init__)
     expected = list(torch_signature.parameters)[1:]

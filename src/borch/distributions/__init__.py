@@ -17,46 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import inspect
-
-import torch.distributions as _torch_distributions
-
-from borch.distributions import point_mass as _point_mass
 from borch.distributions.factory import random_variable_class
 from borch.distributions.kl import as_distribution, kl_divergence, kl_exists
-
-#: torch.distributions classes that are abstract bases, not distributions to use.
-EXCLUDED = {
-    "Distribution": "abstract base class of all distributions",
-    "ExponentialFamily": "abstract base class of exponential-family distributions",
-}
-
-
-def torch_distribution_classes() -> dict[str, type]:
-    """Every instantiable distribution class torch exports, by name."""
-    return {
-        name: cls
-        for name in _torch_distributions.__all__
-        if inspect.isclass(cls := getattr(_torch_distributions, name))
-        and issubclass(cls, _torch_distributions.Distribution)
-        and name not in EXCLUDED
-    }
-
-
-def _generate() -> list[str]:
-    names = []
-    sources = {
-        **torch_distribution_classes(),
-        "Delta": _point_mass.Delta,
-        "PointMass": _point_mass.PointMass,
-    }
-    for name, cls in sources.items():
-        globals()[name] = random_variable_class(cls, name=name, module=__name__)
-        names.append(name)
-    return names
-
-
-_GENERATED = _generate()
+from borch.distributions.rv_distributions import *  # noqa: F403 - the generated classes
+from borch.distributions.rv_distributions import (
+    _GENERATED,
+    EXCLUDED,
+    torch_distribution_classes,
+)
 
 __all__ = [
     *_GENERATED,

@@ -10,6 +10,7 @@ adds its new distributions here without code changes.
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from torch.distributions import Distribution
@@ -23,15 +24,16 @@ _SKIPPED_PARAMETERS = ("self", "validate_args")
 def random_variable_class(
     distribution_cls: type[Distribution],
     name: str | None = None,
-    module: str = "borch.distributions",
+    module: str | None = None,
 ) -> type[RandomVariable]:
     """Make the random-variable class of a ``torch.distributions.Distribution`` class.
 
     Args:
         distribution_cls: the torch distribution class, built-in or your own.
         name: the class name (default: the distribution's).
-        module: the module the class says it lives in; for pickling, it must be
-            reachable there under ``name``.
+        module: the module the class says it lives in (default: the caller's). To
+            pickle instances, bind the class to ``name`` in that module, e.g.
+            ``ShiftedRV = random_variable_class(Shifted, name="ShiftedRV")``.
 
     Example:
         >>> import torch
@@ -39,7 +41,7 @@ def random_variable_class(
         >>> class Shifted(Normal):
         ...     def __init__(self, loc, scale, shift=1.0, validate_args=None):
         ...         super().__init__(loc + shift, scale, validate_args=validate_args)
-        >>> ShiftedRV = random_variable_class(Shifted, module=__name__)
+        >>> ShiftedRV = random_variable_class(Shifted, name="ShiftedRV")
         >>> rv = ShiftedRV(0.0, 1.0, shift=2.0)
         >>> float(rv.distribution.mean)
         2.0
@@ -48,6 +50,8 @@ def random_variable_class(
         '(loc, scale, shift=1.0, validate_args=None)'
     """
     name = name or distribution_cls.__name__
+    if module is None:
+        module = sys._getframe(1).f_globals.get("__name__", "__main__")
     signature = inspect.signature(distribution_cls.__init__)
     parameters = [
         p for p in signature.parameters.values() if p.name not in _SKIPPED_PARAMETERS

@@ -1,9 +1,19 @@
-"""Inference: variational losses (and, in later modules, MCMC and Laplace).
+"""Inference: variational losses, MCMC (HMC and NUTS) and the Laplace approximation.
 
-Every loss works on the output of :func:`borch.pq_to_infer`.
+Every loss works on the output of :func:`borch.pq_to_infer`. The samplers follow the
+convention of a ``torch.optim`` closure: ``closure()`` returns the *negative* log
+density and the parameters are updated in place; :func:`mcmc` runs NUTS on a whole
+model with several chains and returns draws by variable name.
 """
 
+from borch.infer.adaptation import dual_averaging, find_reasonable_epsilon
+from borch.infer.hamiltonian import hmc_step
+from borch.infer.laplace import Laplace, LaplacePosterior, laplace_posterior
 from borch.infer.log_prob import log_prob, negative_log_prob
+from borch.infer.mcmc_result import MCMCResult
+from borch.infer.mcmc_runner import mcmc
+from borch.infer.model_conversion import model_to_neg_log_prob_closure
+from borch.infer.nuts import nuts_step
 from borch.infer.particles import particle_vi_loss
 from borch.infer.vi import (
     analytical_kl_divergence_loss,
@@ -18,15 +28,25 @@ from borch.infer.vi import (
 )
 
 __all__ = [
+    "Laplace",
+    "LaplacePosterior",
+    "MCMCResult",
     "analytical_kl_divergence_loss",
     "detach_distribution",
+    "dual_averaging",
     "elbo_entropy_loss",
     "elbo_loss",
     "elbo_path_derivative_loss",
     "elbo_rb_score_function",
     "elbo_score_function",
+    "find_reasonable_epsilon",
+    "hmc_step",
+    "laplace_posterior",
     "log_prob",
+    "mcmc",
+    "model_to_neg_log_prob_closure",
     "negative_log_prob",
+    "nuts_step",
     "particle_vi_loss",
     "vi_loss",
     "vi_regularization",
