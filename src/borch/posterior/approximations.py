@@ -272,7 +272,8 @@ def prior_spread(
 
     Its standard deviation when finite (for StudentT and Cauchy, their ``scale``),
     carried to unconstrained space by the derivative of the transform at
-    ``location``; a robust estimate from prior draws where neither applies.
+    ``location`` while that linearisation is sound (result at most 1); a robust
+    estimate from prior draws otherwise.
     """
     if isinstance(distribution, _SCALE_IS_SPREAD):
         spread = distribution.scale.expand(distribution.batch_shape)
@@ -291,7 +292,11 @@ def prior_spread(
         unconstrained = transform.inv(location)
         log_derivative = transform.log_abs_det_jacobian(unconstrained, location)
         result = spread.detach() * torch.exp(-log_derivative.detach())
-        if not bool(torch.isfinite(result).all()):
+        # The linearisation holds only while the derivative barely changes within
+        # one spread; past one unconstrained unit (a factor e for exp/sigmoid) it
+        # can be absurd: LogNormal(0, 7.4) would get an unconstrained sd of 7e11
+        # (its true log-scale sd is 7.4) and draws of inf and 0.
+        if not bool((torch.isfinite(result) & (result <= 1.0)).all()):
             result = None
     if result is None:
         result = _sampled_spread(distribution, transform)
