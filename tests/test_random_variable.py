@@ -204,3 +204,24 @@ def test_graph_subclass_with_register_param_or_buffer():
     assert torch.equal((exp * 1).detach(), torch.ones(1))
     assert len(list(exp.parameters())) == 1
     assert torch.equal(Exp(torch.ones(1)).tensor, torch.exp(torch.ones(1)))
+
+
+@pytest.mark.parametrize(
+    ("make", "argument"),
+    [
+        (lambda: dist.Beta(torch.tensor([-1.0, 2.0]), 2.0), "concentration1"),
+        (lambda: dist.FisherSnedecor(torch.tensor([-1.0]), 3.0), "df1"),
+        (
+            lambda: dist.LowRankMultivariateNormal(
+                torch.zeros(2), torch.tensor([[float("nan")], [0.5]]), torch.ones(2)
+            ),
+            "cov_factor",
+        ),
+    ],
+)
+def test_constructor_failure_names_the_users_argument(make, argument):
+    """Beta builds a Dirichlet and reports *its* argument; LowRankMultivariateNormal
+    factorises before validating and raises a linear-algebra error on NaN."""
+    model = borch.Module()
+    with pytest.raises(ValueError, match=f"random variable 'x'.*argument {argument}="):
+        model.x = make()

@@ -1,4 +1,9 @@
-"""The Python blocks of the README run."""
+"""The Python blocks of the README run.
+
+Complete programs are fenced as ``python``; fragments that need a running model or
+a process group (guard, distributed training) are fenced as ``py`` and not run here:
+the examples and tests they come from run them.
+"""
 
 import pathlib
 import re

@@ -33,7 +33,7 @@ Example:
     2
 """
 
-from borch import distributions, infer, metrics, posterior
+from borch import distributed, distributions, infer, metrics, posterior
 from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
 from borch.module import Module
@@ -61,6 +61,7 @@ __all__ = [
     "Transform",
     "as_tensor",
     "condition",
+    "distributed",
     "distributions",
     "infer",
     "metrics",

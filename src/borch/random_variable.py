@@ -39,6 +39,7 @@ from borch.validation import (
     number_satisfies,
     validate_args,
     validation_enabled,
+    violated_arguments,
 )
 
 
@@ -298,8 +299,19 @@ class RandomVariable(TensorLike, nn.Module):
                 dist = self._distribution()
             else:
                 dist = self.distribution_cls(**kwargs, validate_args=validate)
-        except ValueError as error:
-            raise ValueError(f"{self._describe()}: {error}") from None
+        except (ValueError, RuntimeError) as error:
+            # The failure path only: say which of the user's arguments is at fault.
+            culprits = (
+                violated_arguments(self.distribution_cls, kwargs) if validate else []
+            )
+            if not culprits and not isinstance(error, ValueError):
+                raise
+            blame = (
+                f"argument {', '.join(culprits)} breaks its constraint; "
+                if culprits
+                else ""
+            )
+            raise ValueError(f"{self._describe()}: {blame}{error}") from None
         if validate:
             # Samples are checked where they enter (observations), not on each
             # log-density evaluation.

@@ -101,6 +101,50 @@ _NUMBER_CHECKS = {
 }
 
 
+def violated_arguments(
+    distribution_cls: type, arguments: dict[str, object]
+) -> list[str]:
+    """Name the tensor/number arguments that break their own constraint.
+
+    Used only after a distribution's constructor has failed, to say which of the
+    user's arguments is at fault: some torch distributions build an inner one first
+    (``Beta`` builds a ``Dirichlet``) and report its argument's name, and some factor
+    a matrix before validating (``LowRankMultivariateNormal``), failing with a
+    linear-algebra error instead of a ``ValueError``.
+
+    Example:
+        >>> import torch
+        >>> violated_arguments(torch.distributions.Beta,
+        ...                    {"concentration1": torch.tensor(-1.0),
+        ...                     "concentration0": torch.tensor(1.0)})
+        ['concentration1=tensor(-1.)']
+    """
+    found = []
+    arg_constraints = getattr(distribution_cls, "arg_constraints", None)
+    if not isinstance(arg_constraints, dict):
+        return found  # a property that needs an instance: cannot tell
+    for name, constraint in arg_constraints.items():
+        value = arguments.get(name)
+        if isinstance(constraint, constraints._Dependent) or value is None:
+            continue
+        if isinstance(value, Number) and not isinstance(value, bool):
+            value = torch.tensor(float(value))
+        if not isinstance(value, torch.Tensor):
+            continue
+        try:
+            ok = bool(constraint.check(value.detach()).all())
+        except (RuntimeError, ValueError):  # shapes the constraint cannot read
+            continue
+        if not ok:
+            found.append(f"{name}={_short(value)}")
+    return found
+
+
+def _short(value: torch.Tensor) -> str:
+    text = repr(value.detach())
+    return text if len(text) <= 60 else f"tensor of shape {tuple(value.shape)}"
+
+
 def check_observed_value(name: str, value: torch.Tensor) -> None:
     """Reject a non-finite observation with an error naming it."""
     if value.is_floating_point() or value.is_complex():

@@ -90,3 +90,16 @@ def test_options_are_checked():
         posterior.Normal(log_scale=float("inf"))
     with pytest.raises(ValueError, match="scaling must be a positive number"):
         posterior.ScaledNormal(scaling=0.0)
+
+
+def test_scaled_normal_skewed_prior_gets_a_sound_spread():
+    """The delta method gave LogNormal(0, e^2) an unconstrained sd of 7e11 in
+    float64 (draws inf and 0, NaN loss); its log-scale sd is e^2 = 7.39, which the
+    robust sampled estimate recovers to within its IQR noise (2000 draws: ~3%)."""
+    model = borch.Module(posterior=posterior.ScaledNormal(scaling=1.0))
+    model.x = dist.LogNormal(torch.zeros(2, dtype=torch.float64), math.exp(2.0))
+    base = model.posterior.x.distribution.base_dist
+    assert torch.allclose(
+        base.scale, torch.full_like(base.scale, math.exp(2)), rtol=0.1
+    )
+    assert torch.isfinite(borch.infer.vi_loss(**borch.pq_to_infer(model)))

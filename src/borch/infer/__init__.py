@@ -8,6 +8,7 @@ model with several chains and returns draws by variable name.
 """
 
 from borch.infer.adaptation import dual_averaging, find_reasonable_epsilon
+from borch.infer.guard import NonFiniteError, check_finite_gradients, nonfinite_guard
 from borch.infer.hamiltonian import hmc_step
 from borch.infer.laplace import Laplace, LaplacePosterior, laplace_posterior
 from borch.infer.log_prob import log_prob, negative_log_prob
@@ -33,8 +34,10 @@ __all__ = [
     "Laplace",
     "LaplacePosterior",
     "MCMCResult",
+    "NonFiniteError",
     "VectorizationWarning",
     "analytical_kl_divergence_loss",
+    "check_finite_gradients",
     "detach_distribution",
     "dual_averaging",
     "elbo_entropy_loss",
@@ -49,6 +52,7 @@ __all__ = [
     "mcmc",
     "model_to_neg_log_prob_closure",
     "negative_log_prob",
+    "nonfinite_guard",
     "nuts_step",
     "particle_vi_loss",
     "predictive",

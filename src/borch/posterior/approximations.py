@@ -237,11 +237,28 @@ def _median(distribution: Distribution) -> Tensor | None:
 
 
 def float_dtype(distribution: Distribution) -> torch.dtype:
-    """The floating dtype of a distribution's parameters (torch's default if none)."""
+    """The floating dtype of a distribution's parameters (torch's default if none).
+
+    Distributions built on others (``LogNormal``, ``Beta``, ``Independent``,
+    mixtures) keep their tensors in the inner distribution, which is searched too.
+    """
+    dtype = _own_float_dtype(distribution, set())
+    return torch.get_default_dtype() if dtype is None else dtype
+
+
+def _own_float_dtype(distribution: Distribution, seen: set[int]) -> torch.dtype | None:
+    seen.add(id(distribution))
+    inner = []
     for value in vars(distribution).values():
         if isinstance(value, Tensor) and value.is_floating_point():
             return value.dtype
-    return torch.get_default_dtype()
+        if isinstance(value, Distribution) and id(value) not in seen:
+            inner.append(value)
+    for value in inner:
+        dtype = _own_float_dtype(value, seen)
+        if dtype is not None:
+            return dtype
+    return None
 
 
 #: Heavy-tailed location-scale families: their spread is their ``scale`` argument.
@@ -255,7 +272,8 @@ def prior_spread(
 
     Its standard deviation when finite (for StudentT and Cauchy, their ``scale``),
     carried to unconstrained space by the derivative of the transform at
-    ``location``; a robust estimate from prior draws where neither applies.
+    ``location`` while that linearisation is sound (result at most 1); a robust
+    estimate from prior draws otherwise.
     """
     if isinstance(distribution, _SCALE_IS_SPREAD):
         spread = distribution.scale.expand(distribution.batch_shape)
@@ -274,7 +292,11 @@ def prior_spread(
         unconstrained = transform.inv(location)
         log_derivative = transform.log_abs_det_jacobian(unconstrained, location)
         result = spread.detach() * torch.exp(-log_derivative.detach())
-        if not bool(torch.isfinite(result).all()):
+        # The linearisation holds only while the derivative barely changes within
+        # one spread; past one unconstrained unit (a factor e for exp/sigmoid) it
+        # can be absurd: LogNormal(0, 7.4) would get an unconstrained sd of 7e11
+        # (its true log-scale sd is 7.4) and draws of inf and 0.
+        if not bool((torch.isfinite(result) & (result <= 1.0)).all()):
             result = None
     if result is None:
         result = _sampled_spread(distribution, transform)

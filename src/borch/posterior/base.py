@@ -102,6 +102,13 @@ class Posterior(nn.Module):
                 # nothing else can hold the name, so skip nn.Module's bookkeeping.
                 self._modules[name] = value
                 return
+            super().__setattr__(name, value)
+            # A Manual posterior's approximations are set by hand, possibly only in
+            # the first forward pass: apply state loaded for them before that.
+            pending = self.__dict__["_pending_state"].pop(name, None)
+            if pending is not None:
+                _load_pending(name, value, pending)
+            return
         super().__setattr__(name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> None:

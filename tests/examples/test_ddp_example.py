@@ -1,0 +1,39 @@
+"""examples/ddp_bnn.py runs in one process and under torchrun with two gloo ranks."""
+
+import os
+import pathlib
+import re
+import runpy
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "ddp_bnn.py"
+SHORT = ["--epochs=3", "--print-every=1"]
+
+
+def test_example_runs_in_one_process(capsys):
+    example = runpy.run_path(str(SCRIPT), run_name="example")
+    example["main"](SHORT)
+    printed = capsys.readouterr().out
+    assert len(re.findall(r"rank 0/1 epoch +\d+ loss +[\d.]+", printed)) == 3
+    assert re.search(r"held-out accuracy [\d.]+ \(30 flowers\)", printed)
+
+
+def test_example_runs_under_torchrun_with_two_ranks():
+    """A fresh interpreter per rank: about 10 s on two slow cores, most of it
+    importing torch three times (launcher and two workers)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(SCRIPT), *SHORT]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        losses = re.findall(rf"rank {rank}/2 epoch +\d+ loss +([\d.]+)", done.stdout)
+        assert len(losses) == 3, done.stdout
+    assert len(re.findall(r"held-out accuracy", done.stdout)) == 1  # rank 0 only
