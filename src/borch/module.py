@@ -208,7 +208,7 @@ class Module(nn.Module):
             checked is not None
             and checked[0] is value
             and checked[1] == value._version
-            and checked[2] is support
+            and _same_support(checked[2], support)
         ):
             return
         if not bool(support.check(value).all()):
@@ -369,3 +369,22 @@ def borch_modules(module: nn.Module) -> Iterator[Module]:
 
 
 __all__ = ["RESERVED_NAMES", "Module", "Observed", "Priors", "borch_modules"]
+
+
+def _same_support(a: Any, b: Any) -> bool:
+    """Whether two constraints are the same check. Some distributions (Categorical,
+    Binomial, ...) build a new support object on every access, so identity is not
+    enough; compare their type and their number-valued bounds."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    fields_a, fields_b = vars(a), vars(b)
+    if fields_a.keys() != fields_b.keys():
+        return False
+    return all(
+        isinstance(x, int | float | bool)
+        and type(x) is type(fields_b[k])
+        and x == fields_b[k]
+        for k, x in fields_a.items()
+    )

@@ -241,3 +241,27 @@ def test_detach_distribution_cuts_gradients():
     detached = infer.detach_distribution(q)
     assert not detached.log_prob(torch.tensor(1.0)).requires_grad
     assert q.log_prob(torch.tensor(1.0)).requires_grad
+
+
+@pytest.mark.parametrize(
+    ("q_shape", "p_shape"),
+    [((3, 4), ()), ((3, 4), (3, 4)), ((5,), (1,)), ((), ()), ((2, 1), (3,))],
+)
+def test_normal_kl_fast_path_matches_torch(q_shape, p_shape):
+    generator = torch.Generator().manual_seed(0)
+    q_loc = torch.randn(q_shape, generator=generator, dtype=torch.float64)
+    q_log_scale = torch.randn(q_shape, generator=generator, dtype=torch.float64)
+    p_loc = torch.randn(p_shape, generator=generator, dtype=torch.float64)
+    p_scale = torch.rand(p_shape, generator=generator, dtype=torch.float64) + 0.5
+    q_loc.requires_grad_()
+    q_log_scale.requires_grad_()
+    results = []
+    for fn in (
+        lambda q, p: infer.analytical_kl_divergence_loss(p, q),
+        lambda q, p: torch.distributions.kl_divergence(q, p).sum(),
+    ):
+        q = torch.distributions.Normal(q_loc, q_log_scale.exp())
+        value = fn(q, torch.distributions.Normal(p_loc, p_scale))
+        results.append((value, *torch.autograd.grad(value, [q_loc, q_log_scale])))
+    for fast, reference in zip(*results):
+        assert torch.allclose(fast, reference, rtol=1e-12, atol=1e-12)

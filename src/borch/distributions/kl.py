@@ -45,6 +45,19 @@ def kl_exists(p: DistributionLike, q: DistributionLike) -> bool:
         >>> kl_exists(dist.Normal(0.0, 1.0), dist.StudentT(3.0))
         False
     """
-    p_type = type(as_distribution(p))
-    q_type = type(as_distribution(q))
-    return _kl._dispatch_kl(p_type, q_type) is not NotImplemented
+    key = (type(as_distribution(p)), type(as_distribution(q)))
+    # torch's dispatch walks the whole registry (hundreds of issubclass calls), which
+    # showed up in every training step; remember the answer per pair of types until
+    # someone registers a new KL.
+    if len(_kl._KL_REGISTRY) != _exists_cache_registry_size[0]:
+        _exists_cache.clear()
+        _exists_cache_registry_size[0] = len(_kl._KL_REGISTRY)
+    try:
+        return _exists_cache[key]
+    except KeyError:
+        exists = _exists_cache[key] = _kl._dispatch_kl(*key) is not NotImplemented
+        return exists
+
+
+_exists_cache: dict[tuple[type, type], bool] = {}
+_exists_cache_registry_size = [0]
