@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from borch.distributions.kl import DistributionLike, as_distribution, kl_exists
+from borch.distributions.log_density import log_density
 from borch.graph import apply_to_tensors
 
 DivergenceFn = Callable[[Distribution, Distribution, Tensor], Tensor]
@@ -57,7 +58,7 @@ def elbo_loss(
         p_dist = as_distribution(p_dist)
     if not isinstance(q_dist, Distribution):
         q_dist = as_distribution(q_dist)
-    return (q_dist.log_prob(value) - p_dist.log_prob(value)).sum()
+    return (log_density(q_dist, value) - log_density(p_dist, value)).sum()
 
 
 def elbo_path_derivative_loss(
@@ -321,7 +322,7 @@ def _particle_terms(
         if not isinstance(p_dist, Distribution):
             p_dist = as_distribution(p_dist)
         if is_observed:
-            nll = nll - p_dist.log_prob(value).sum()
+            nll = nll - log_density(p_dist, value).sum()
             continue
         if q_dist is None:
             raise ValueError("a latent variable has no approximating distribution")
@@ -350,7 +351,7 @@ def _non_reparameterised_divergence(p_dist, q_dist, value, log_q) -> Tensor:
             return torch.distributions.kl_divergence(q_dist, p_dist).sum()
         except NotImplementedError:
             pass
-    return log_q - p_dist.log_prob(value).sum()
+    return log_q - log_density(p_dist, value).sum()
 
 
 def _with_score(cost: Tensor, score: Tensor, weight: Tensor) -> Tensor:

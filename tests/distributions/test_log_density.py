@@ -1,0 +1,51 @@
+"""The lean log-densities agree with torch's, in value and gradient."""
+
+import pytest
+import torch
+from torch.distributions import Gamma, LogNormal, Normal
+
+from borch.distributions.log_density import log_density
+
+SHAPES = [((), ()), ((3,), ()), ((2, 3), (3,)), ((4,), (4,))]
+
+
+def _arguments(loc_shape, scale_shape, generator):
+    loc = torch.randn(loc_shape, generator=generator, dtype=torch.float64)
+    log_scale = torch.randn(scale_shape, generator=generator, dtype=torch.float64)
+    return loc.requires_grad_(), log_scale.requires_grad_()
+
+
+@pytest.mark.parametrize("family", [Normal, LogNormal])
+@pytest.mark.parametrize(("loc_shape", "scale_shape"), SHAPES)
+def test_matches_torch_in_value_and_gradient(family, loc_shape, scale_shape):
+    generator = torch.Generator().manual_seed(0)
+    loc, log_scale = _arguments(loc_shape, scale_shape, generator)
+    value = torch.rand((5, *loc_shape), generator=generator, dtype=torch.float64) + 0.1
+    value.requires_grad_()
+    results = []
+    for fn in (log_density, lambda d, v: d.log_prob(v)):
+        distribution = family(loc, log_scale.exp(), validate_args=False)
+        density = fn(distribution, value)
+        results.append(
+            (density, *torch.autograd.grad(density.sum(), [loc, log_scale, value]))
+        )
+    for lean, reference in zip(*results):
+        assert lean.shape == reference.shape
+        assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_a_constant_scale_is_remembered_until_it_changes():
+    scale = torch.tensor(2.0)
+    normal = Normal(0.0, scale, validate_args=False)
+    value = torch.tensor([0.5, 1.0])
+    assert torch.allclose(log_density(normal, value), normal.log_prob(value))
+    normal.scale.mul_(3.0)  # in place: the remembered normaliser must not be used
+    assert torch.allclose(log_density(normal, value), normal.log_prob(value))
+
+
+def test_validating_distributions_and_other_families_use_log_prob():
+    with pytest.raises(ValueError, match="support"):
+        log_density(LogNormal(0.0, 1.0, validate_args=True), torch.tensor(-1.0))
+    gamma = Gamma(2.0, 3.0)
+    value = torch.tensor(0.7)
+    assert torch.equal(log_density(gamma, value), gamma.log_prob(value))
