@@ -265,3 +265,16 @@ def test_normal_kl_fast_path_matches_torch(q_shape, p_shape):
         results.append((value, *torch.autograd.grad(value, [q_loc, q_log_scale])))
     for fast, reference in zip(*results):
         assert torch.allclose(fast, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_normal_kl_fast_path_with_constant_priors_that_change_in_place():
+    q = torch.distributions.Normal(torch.randn(4), torch.rand(4) + 0.1)
+    for loc in (0.0, 1.5):
+        p = torch.distributions.Normal(torch.tensor(loc), torch.tensor(2.0))
+        for _ in range(2):  # the second call uses the remembered constants
+            expected = torch.distributions.kl_divergence(q, p).sum()
+            assert torch.allclose(infer.analytical_kl_divergence_loss(p, q), expected)
+        p.loc.add_(0.5)
+        p.scale.mul_(3.0)
+        expected = torch.distributions.kl_divergence(q, p).sum()
+        assert torch.allclose(infer.analytical_kl_divergence_loss(p, q), expected)

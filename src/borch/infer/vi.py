@@ -138,20 +138,49 @@ def _normal_kl_sum(
     """
     if p.loc.numel() != 1 or p.scale.numel() != 1:
         return torch.distributions.kl_divergence(q, p).sum()
-    shape = torch.broadcast_shapes(q.loc.shape, q.scale.shape, p.loc.shape)
+    if p.loc.dim() == 0:
+        shape = q.batch_shape  # torch's Normal holds loc and scale at this shape
+    else:
+        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
     count = shape.numel()
-    q_scale = q.scale.expand(shape) if q.scale.shape != shape else q.scale
-    difference = q.loc - p.loc
-    if difference.shape != shape:
-        difference = difference.expand(shape)
-    p_variance = p.scale.reshape(()).square()
+    q_scale, q_loc = q.scale, q.loc
+    if q_scale.shape != shape:
+        q_scale, q_loc = q_scale.expand(shape), q_loc.expand(shape)
+    log_p_scale, half_precision, p_loc = _scalar_normal_constants(p)
+    difference = q_loc if p_loc is None else q_loc - p_loc
     squares = q_scale.square().sum() + difference.square().sum()
-    return (
-        count * p.scale.reshape(()).log()
-        - q_scale.log().sum()
-        + squares / (2 * p_variance)
-        - 0.5 * count
+    return squares * half_precision - q_scale.log().sum() + count * (log_p_scale - 0.5)
+
+
+def _scalar_normal_constants(p: torch.distributions.Normal) -> tuple:
+    """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal;
+    remembered for constant priors (shared between steps), recomputed for learnable
+    ones."""
+    loc, scale = p.loc, p.scale
+    if loc.requires_grad or scale.requires_grad:
+        return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
+    cached = p.__dict__.get("_borch_kl_constants")
+    if (
+        cached is not None
+        and cached[0] is loc
+        and cached[1] == loc._version
+        and cached[2] is scale
+        and cached[3] == scale._version
+    ):
+        return cached[4]
+    constants = (
+        scale.reshape(()).log(),
+        0.5 / scale.reshape(()).square(),
+        None if bool(loc.reshape(()) == 0) else loc,
     )
+    p.__dict__["_borch_kl_constants"] = (
+        loc,
+        loc._version,
+        scale,
+        scale._version,
+        constants,
+    )
+    return constants
 
 
 # ------------------------------------------------------------- over variables
