@@ -15,14 +15,11 @@ or in one process, without torchrun: ``python examples/ddp_bnn.py``. Each rank p
 its loss; rank 0 prints the held-out accuracy of the posterior predictive. ``--help``
 lists the options.
 
-The network is any module whose random weights are borch variables and whose
-``forward`` returns logits: :class:`BayesianMLP` here, a ``borch.nn`` network later
-(pass it to :class:`Classifier` instead).
+The network is written with ``borch.nn`` (default priors, Normal posteriors that start
+at torch's initial weights); any borch module that returns logits works in its place.
 """
 
 import argparse
-import itertools
-import math
 import os
 
 import torch
@@ -33,27 +30,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 import borch
+import borch.nn as nn
 from borch import distributed
 from borch import distributions as dist
-
-
-class BayesianMLP(borch.Module):
-    """A tanh multilayer perceptron with ``Normal(0, 1/sqrt(fan_in))`` weights."""
-
-    def __init__(self, sizes, posterior=None):
-        super().__init__(posterior=posterior)
-        self.depth = len(sizes) - 1
-        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
-            scale = 1.0 / math.sqrt(n_in)
-            setattr(self, f"weight{i}", dist.Normal(torch.zeros(n_out, n_in), scale))
-            setattr(self, f"bias{i}", dist.Normal(torch.zeros(n_out), 1.0))
-
-    def forward(self, x):
-        for i in range(self.depth):
-            x = F.linear(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}"))
-            if i < self.depth - 1:
-                x = torch.tanh(x)
-        return x
 
 
 class Classifier(borch.Module):
@@ -119,9 +98,8 @@ def main(argv=None):
     x_train, y_train = x_train.to(device), y_train.to(device)
 
     distributed.seed(args.seed)  # the same weights drawn on every rank
-    net = BayesianMLP(
-        [x_train.shape[1], args.hidden, 3],
-        posterior=borch.posterior.Normal(log_scale=-3.0, loc_at_prior_mean=False),
+    net = nn.Sequential(
+        nn.Linear(x_train.shape[1], args.hidden), nn.Tanh(), nn.Linear(args.hidden, 3)
     )
     model = Classifier(net).to(device)
     # One forward creates every approximating variable (a network that assigns its
