@@ -2,21 +2,34 @@
 
 The same multilayer perceptron is written once and built twice: from ``torch.nn``
 (trained by maximum likelihood) and from ``borch.nn`` (every weight and bias a random
-variable with the default priors and posteriors, trained by maximising the ELBO). The
-data is scikit-learn's bundled 8x8 digits (no download). After training, the script
-prints test accuracy, negative log-likelihood, expected calibration error and the
-mean predictive entropy on test digits and on two kinds of inputs neither network
+variable with the default priors and posteriors, trained by variational inference).
+The data is scikit-learn's bundled 8x8 digits (no download). After training, the
+script prints test accuracy, negative log-likelihood, expected calibration error and
+the mean predictive entropy on test digits and on two kinds of inputs neither network
 has seen (uniform noise images and inverted digits), and writes a reliability
-diagram and a histogram of predictive entropies to the results folder.
+diagram and histograms of predictive entropy to the results folder.
 
-    python examples/bnn_digits.py [--results results] [--epochs 60]
+The Bayesian loss is the negative ELBO per mini-batch: the batch's negative
+log-likelihood plus ``kl_weight * batch / N`` times the KL divergence of the
+posterior from the prior. ``--kl-weight 1`` is the exact ELBO. On 1347 training
+images a mean-field posterior over ~10k weights fitted to the exact ELBO is
+under-confident: with seeds 0, 1, 2 it reaches test accuracy 0.94-0.96, ECE 0.16-0.18
+and a mean predictive entropy of 0.75 nats on test digits (the well-known
+under-fitting of mean-field variational BNNs on small data sets; training three
+times longer does not change this). The default ``--kl-weight 0.01`` tempers the
+posterior (a "cold posterior", Wenzel et al., 2020, "How Good is the Bayes Posterior
+in Deep Neural Networks Really?"), the same as counting every training image 100
+times. Priors and posteriors are ``borch.nn``'s defaults.
+
+Run ``python examples/bnn_digits.py`` (well under a minute on two slow cores);
+``--help`` lists the options.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
+import pathlib
 import time
 
 import matplotlib
@@ -32,52 +45,55 @@ from tqdm import tqdm
 
 import borch
 from borch import distributions as dist
+from borch import metrics
 from borch import nn as bnn
 from borch.infer import analytical_kl_divergence_loss, vi_loss
 
-HIDDEN = 128
-BATCH = 64
-LR = 0.01
+CLASSES = 10
 BINS = 15  # calibration bins
-DRAWS = 64  # posterior draws averaged per prediction
+COLUMNS = ("accuracy", "NLL", "ECE", "H test", "H noise", "H inverted")
 
 
 # ------------------------------------------------------------------------ data
 def load_data(seed: int):
-    """Digits scaled to [0, 1]; a stratified 75/25 split; two out-of-distribution
-    sets the size of the test set."""
+    """Digits standardised with the training set's pixel mean and standard deviation,
+    a stratified 75/25 split, and two out-of-distribution sets the size of the test
+    set: uniform noise images and inverted test digits, made on the raw [0, 16]
+    pixel scale and standardised in the same way."""
     digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target)
+    pixels = torch.tensor(digits.data, dtype=torch.float32)
+    labels = torch.tensor(digits.target)
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=0.25, random_state=seed, stratify=y
+        pixels, labels, test_size=0.25, random_state=seed, stratify=labels
     )
+    mean, std = x_train.mean(), x_train.std()
     generator = torch.Generator().manual_seed(seed)
     ood = {
-        "uniform noise": torch.rand(x_test.shape, generator=generator),
-        "inverted digits": 1.0 - x_test,
+        "noise": 16 * torch.rand(x_test.shape, generator=generator),
+        "inverted": 16 - x_test,
     }
-    return x_train, y_train, x_test, y_test, ood
+    standardise = lambda x: (x - mean) / std  # noqa: E731
+    return (
+        standardise(x_train),
+        y_train,
+        standardise(x_test),
+        y_test,
+        {name: standardise(x) for name, x in ood.items()},
+    )
 
 
 # ----------------------------------------------------------------------- model
-def mlp(nn) -> torch.nn.Module:
+def mlp(nn, hidden: int) -> torch.nn.Module:
     """The architecture, from either ``torch.nn`` or ``borch.nn``."""
-    return nn.Sequential(
-        nn.Linear(64, HIDDEN),
-        nn.ReLU(),
-        nn.Linear(HIDDEN, HIDDEN),
-        nn.ReLU(),
-        nn.Linear(HIDDEN, 10),
-    )
+    return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, CLASSES))
 
 
 class BayesianClassifier(bnn.Module):
     """The borch MLP with a categorical likelihood for the labels."""
 
-    def __init__(self):
+    def __init__(self, hidden: int):
         super().__init__()
-        self.net = mlp(bnn)
+        self.net = mlp(bnn, hidden)
 
     def forward(self, x):
         logits = self.net(x)
@@ -85,198 +101,200 @@ class BayesianClassifier(bnn.Module):
         return logits
 
 
-def batches(count: int, generator: torch.Generator):
-    order = torch.randperm(count, generator=generator)
-    return order.split(BATCH)
+def batches(count: int, size: int, generator: torch.Generator):
+    return torch.randperm(count, generator=generator).split(size)
 
 
-def train_bnn(model, x, y, epochs: int, generator) -> list[float]:
-    """Minimise the negative ELBO: per batch, the batch's negative log-likelihood
-    plus ``batch / N`` of the KL divergence (an unbiased estimate, up to the factor
-    ``batch / N``, of the full-data negative ELBO)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    losses = []
-    bar = tqdm(range(epochs), desc="Bayesian MLP", unit="epoch")
+def train_bnn(model, x, y, options, generator) -> None:
+    """Minimise the (tempered) negative ELBO by Adam on mini-batches."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    bar = tqdm(range(options.epochs), desc="Bayesian MLP", unit="epoch")
     for _ in bar:
         total = 0.0
-        for index in batches(len(x), generator):
+        for index in batches(len(x), options.batch, generator):
             borch.sample(model)
             model.observe(y=y[index])
             model(x[index])
             loss = vi_loss(
                 **borch.pq_to_infer(model),
-                kl_scaling=len(index) / len(x),
+                kl_scaling=options.kl_weight * len(index) / len(x),
                 div_fn=analytical_kl_divergence_loss,
             )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item()
-        losses.append(total / len(x))
-        bar.set_postfix(loss_per_example=f"{losses[-1]:.3f}")
-    model.observe(None)
-    return losses
+        bar.set_postfix(loss_per_image=f"{total / len(x):.3f}")
 
 
-def train_deterministic(net, x, y, epochs: int, generator) -> list[float]:
-    optimizer = torch.optim.Adam(net.parameters(), lr=LR)
-    losses = []
-    bar = tqdm(range(epochs), desc="deterministic MLP", unit="epoch")
+def train_deterministic(net, x, y, options, generator) -> None:
+    """Minimise the cross-entropy by Adam on the same mini-batches."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
+    bar = tqdm(range(options.epochs), desc="deterministic MLP", unit="epoch")
     for _ in bar:
         total = 0.0
-        for index in batches(len(x), generator):
+        for index in batches(len(x), options.batch, generator):
             loss = F.cross_entropy(net(x[index]), y[index], reduction="sum")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += loss.item()
-        losses.append(total / len(x))
-        bar.set_postfix(loss_per_example=f"{losses[-1]:.3f}")
-    return losses
+        bar.set_postfix(loss_per_image=f"{total / len(x):.3f}")
 
 
 @torch.no_grad()
-def predict_bnn(model, x) -> torch.Tensor:
-    """Posterior predictive probabilities: the mean of the softmax over draws."""
-    probabilities = torch.zeros(len(x), 10)
-    for _ in range(DRAWS):
+def predict_bnn(model, x, draws: int) -> torch.Tensor:
+    """Class probabilities under ``draws`` posterior draws: (draws, batch, classes).
+
+    Calls the network rather than the classifier: no likelihood is needed here."""
+    probabilities = []
+    for _ in range(draws):
         borch.sample(model)
-        probabilities += model(x).softmax(-1)
-    return probabilities / DRAWS
+        probabilities.append(model.net(x).softmax(-1))
+    return torch.stack(probabilities)
 
 
 @torch.no_grad()
 def predict_deterministic(net, x) -> torch.Tensor:
-    return net(x).softmax(-1)
+    """Class probabilities as one "draw": (1, batch, classes)."""
+    return net(x).softmax(-1)[None]
 
 
 # --------------------------------------------------------------------- metrics
-def accuracy(probabilities, y) -> float:
-    return float((probabilities.argmax(-1) == y).float().mean())
+def summary(draws: dict, y) -> dict:
+    """The table's row for one network from its per-draw probabilities."""
+    test = draws["test"].mean(0)
+    picked = test[torch.arange(len(y)), y]
+    return {
+        "accuracy": float(metrics.accuracy(test.argmax(-1), y)),
+        "NLL": float(-picked.clamp_min(1e-12).log().mean()),
+        "ECE": float(metrics.expected_calibration_error(test, y, n_bins=BINS)),
+        **{
+            f"H {name}": float(metrics.predictive_entropy(p).mean())
+            for name, p in draws.items()
+        },
+    }
 
 
-def nll(probabilities, y) -> float:
-    picked = probabilities[torch.arange(len(y)), y]
-    return float(-picked.clamp_min(1e-12).log().mean())
-
-
-def entropy(probabilities) -> torch.Tensor:
-    """Predictive entropy per input, in nats."""
-    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1)
-
-
-def calibration_bins(probabilities, y, bins: int = BINS):
-    """Per confidence bin: mean confidence, accuracy and count."""
-    confidence, predicted = probabilities.max(-1)
-    correct = (predicted == y).float()
-    edges = torch.linspace(0, 1, bins + 1)
-    index = torch.bucketize(confidence, edges[1:-1], right=True)
-    count = torch.bincount(index, minlength=bins).float()
-    mean_conf = torch.bincount(index, confidence, minlength=bins) / count.clamp_min(1)
-    mean_acc = torch.bincount(index, correct, minlength=bins) / count.clamp_min(1)
-    return mean_conf, mean_acc, count
-
-
-def expected_calibration_error(probabilities, y, bins: int = BINS) -> float:
-    """ECE (Naeini et al., 2015): the count-weighted mean |accuracy - confidence|
-    over equal-width confidence bins."""
-    mean_conf, mean_acc, count = calibration_bins(probabilities, y, bins)
-    return float(((mean_acc - mean_conf).abs() * count).sum() / count.sum())
+def table(rows: dict) -> str:
+    lines = [f"{'':18s}" + "".join(f"{c:>11s}" for c in COLUMNS)]
+    for name, row in rows.items():
+        lines.append(f"{name:18s}" + "".join(f"{row[c]:11.4f}" for c in COLUMNS))
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------- plots
-def plot_reliability(results: dict, y, path: str) -> None:
-    figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.5))
-    for axis, (name, result) in zip(np.atleast_1d(axes), results.items()):
-        mean_conf, mean_acc, count = calibration_bins(result["test"], y)
-        centers = (torch.arange(BINS) + 0.5) / BINS
+def plot_reliability(predictions: dict, y, path: pathlib.Path) -> None:
+    """Accuracy against confidence per bin, one panel per network."""
+    figure, axes = plt.subplots(1, len(predictions), figsize=(10, 4.5))
+    edges = torch.linspace(0, 1, BINS + 1)
+    for axis, (name, draws) in zip(axes, predictions.items()):
+        confidence, predicted = draws["test"].mean(0).max(-1)
+        index = torch.bucketize(confidence, edges[1:-1])
+        count = torch.bincount(index, minlength=BINS).float()
+        hits = torch.bincount(index, (predicted == y).float(), minlength=BINS)
         shown = count > 0
         axis.bar(
-            centers[shown], mean_acc[shown], width=1 / BINS, edgecolor="black",
-            alpha=0.7, label="accuracy",
+            (edges[:-1] + 1 / (2 * BINS))[shown].numpy(),
+            (hits / count.clamp_min(1))[shown].numpy(),
+            width=1 / BINS,
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy",
         )
         axis.plot([0, 1], [0, 1], "k--", label="perfect calibration")
-        axis.set_title(f"{name}: ECE {expected_calibration_error(result['test'], y):.3f}")
-        axis.set_xlabel("confidence")
-        axis.set_ylabel("accuracy")
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1)
+        ece = metrics.expected_calibration_error(draws["test"].mean(0), y, BINS)
+        axis.set(
+            title=f"{name}: ECE {float(ece):.3f}",
+            xlabel="confidence",
+            ylabel="accuracy",
+            xlim=(0, 1),
+            ylim=(0, 1),
+        )
         axis.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def plot_entropies(results: dict, path: str) -> None:
-    figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), sharey=True)
-    bins = np.linspace(0, math.log(10), 30)
-    for axis, (name, result) in zip(np.atleast_1d(axes), results.items()):
-        for label, probabilities in result.items():
-            axis.hist(entropy(probabilities).numpy(), bins=bins, alpha=0.5, label=label)
-        axis.set_title(name)
-        axis.set_xlabel("predictive entropy (nats)")
+def plot_entropies(predictions: dict, path: pathlib.Path) -> None:
+    """Histograms of predictive entropy per input set, one panel per network."""
+    figure, axes = plt.subplots(1, len(predictions), figsize=(10, 4), sharey=True)
+    bins = np.linspace(0, math.log(CLASSES), 30)
+    for axis, (name, draws) in zip(axes, predictions.items()):
+        for label, probabilities in draws.items():
+            entropy = metrics.predictive_entropy(probabilities).numpy()
+            axis.hist(entropy, bins=bins, alpha=0.5, label=label)
+        axis.set(title=name, xlabel="predictive entropy (nats)")
         axis.legend()
-    np.atleast_1d(axes)[0].set_ylabel("inputs")
+    axes[0].set_ylabel("inputs")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
 # ------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv: list[str] | None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default="results", help="folder for the PNGs")
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--hidden", type=int, default=128, help="hidden units")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument(
+        "--kl-weight", type=float, default=0.01, help="1 is the exact ELBO"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=100, help="posterior draws per prediction"
+    )
+    parser.add_argument(
+        "--estimator",
+        default=None,
+        choices=[e for e in bnn.ESTIMATORS if e],
+        help="gradient estimator of the Bayesian layers (default: one weight draw)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    options = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    options = parse(argv)
     start = time.perf_counter()
     torch.manual_seed(options.seed)
     x_train, y_train, x_test, y_test, ood = load_data(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
 
-    net = mlp(torch.nn)
-    train_deterministic(net, x_train, y_train, options.epochs, generator)
-    model = BayesianClassifier()
-    train_bnn(model, x_train, y_train, options.epochs, generator)
+    net = mlp(torch.nn, options.hidden)
+    train_deterministic(net, x_train, y_train, options, generator)
+    model = BayesianClassifier(options.hidden)
+    if options.estimator:
+        bnn.set_estimator(model, options.estimator)
+    train_bnn(model, x_train, y_train, options, generator)
+    model.observe(None)
 
-    inputs = {"test digits": x_test, **ood}
-    results = {
-        "deterministic MLP": {k: predict_deterministic(net, v) for k, v in inputs.items()},
-        "Bayesian MLP": {k: predict_bnn(model, v) for k, v in inputs.items()},
-    }
-    for result in results.values():
-        result["test"] = result.pop("test digits")
-
-    rows = {}
-    for name, result in results.items():
-        rows[name] = {
-            "accuracy": accuracy(result["test"], y_test),
-            "NLL": nll(result["test"], y_test),
-            "ECE": expected_calibration_error(result["test"], y_test),
-            "entropy test": float(entropy(result["test"]).mean()),
-            **{f"entropy {k}": float(entropy(result[k]).mean()) for k in ood},
-        }
-    columns = list(next(iter(rows.values())))
-    print()
-    print(f"{'':20s}" + "".join(f"{c:>18s}" for c in columns))
-    for name, row in rows.items():
-        print(f"{name:20s}" + "".join(f"{row[c]:18.4f}" for c in columns))
-
-    os.makedirs(options.results, exist_ok=True)
-    reliability = os.path.join(options.results, "bnn_digits_reliability.png")
-    histogram = os.path.join(options.results, "bnn_digits_entropy.png")
-    plot_reliability(results, y_test, reliability)
-    plot_entropies(
-        {
-            name: {
-                "test digits": r["test"],
-                **{k: r[k] for k in ood},
-            }
-            for name, r in results.items()
+    inputs = {"test": x_test, **ood}
+    predictions = {
+        "deterministic MLP": {
+            k: predict_deterministic(net, x) for k, x in inputs.items()
         },
-        histogram,
+        "Bayesian MLP": {
+            k: predict_bnn(model, x, options.draws) for k, x in inputs.items()
+        },
+    }
+    rows = {name: summary(draws, y_test) for name, draws in predictions.items()}
+    print(
+        f"\nKL weight {options.kl_weight}, {options.draws} posterior draws per prediction"
     )
-    print(f"\nwritten {reliability} and {histogram}")
+    print("H: mean predictive entropy (nats) on test digits, noise, inverted digits")
+    print(table(rows))
+
+    folder = pathlib.Path(options.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    reliability = folder / "bnn_digits_reliability.png"
+    histogram = folder / "bnn_digits_entropy.png"
+    plot_reliability(predictions, y_test, reliability)
+    plot_entropies(predictions, histogram)
+    print(f"\nwrote {reliability} and {histogram}")
     print(f"total time {time.perf_counter() - start:.1f} s")
     return rows
 
