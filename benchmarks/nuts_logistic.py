@@ -29,6 +29,7 @@ import pathlib
 import platform
 import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -175,7 +176,10 @@ def main(argv=None):
     else:
         print("Pyro is not installed: its runs are skipped")
     for run in samplers.values():  # imports and one-off set-up, untimed
-        run(x, y, seed=0, warmup=20, draws=20)
+        with warnings.catch_warnings():
+            # 20 warm-up iterations cannot adapt the step size; say nothing about it
+            warnings.simplefilter("ignore", RuntimeWarning)
+            run(x, y, seed=0, warmup=20, draws=20)
     runs: dict[str, list[dict]] = {name: [] for name in samplers}
     for repeat in range(args.repeats):
         for name, run in samplers.items():
