@@ -31,6 +31,7 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from borch.distributions.construction import construct
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
@@ -298,7 +299,7 @@ class RandomVariable(TensorLike, nn.Module):
             if type(self)._distribution is not RandomVariable._distribution:
                 dist = self._distribution()
             else:
-                dist = self.distribution_cls(**kwargs, validate_args=validate)
+                dist = construct(self.distribution_cls, kwargs, validate)
         except (ValueError, RuntimeError) as error:
             # The failure path only: say which of the user's arguments is at fault.
             culprits = (

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from torch.distributions import Gamma, LogNormal, Normal
+from torch.distributions import Categorical, Gamma, LogNormal, Normal
 
 from borch.distributions.log_density import log_density
 
@@ -49,3 +49,24 @@ def test_validating_distributions_and_other_families_use_log_prob():
     gamma = Gamma(2.0, 3.0)
     value = torch.tensor(0.7)
     assert torch.equal(log_density(gamma, value), gamma.log_prob(value))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3)])
+def test_categorical_matches_torch_in_value_and_gradient(shape):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn((*shape, 4), generator=generator, dtype=torch.float64)
+    logits.requires_grad_()
+    value = torch.randint(0, 4, shape, generator=generator)
+    results = []
+    for fn in (log_density, lambda d, v: d.log_prob(v)):
+        density = fn(Categorical(logits=logits, validate_args=False), value)
+        results.append((density, *torch.autograd.grad(density.sum(), [logits])))
+    for lean, reference in zip(*results):
+        assert lean.shape == reference.shape
+        assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_categorical_values_that_broadcast_use_log_prob():
+    categorical = Categorical(logits=torch.zeros(3, 4), validate_args=False)
+    value = torch.tensor([[0], [1]])  # (2, 1) broadcasts against the batch (3,)
+    assert torch.equal(log_density(categorical, value), categorical.log_prob(value))

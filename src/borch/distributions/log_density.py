@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import Distribution, LogNormal, Normal
+from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
 __all__ = ["log_density"]
 
@@ -37,6 +38,16 @@ def log_density(distribution: Distribution, value: Tensor) -> Tensor:
     if kind is LogNormal and not distribution._validate_args:
         log_value = value.log()
         return _normal(distribution.base_dist, log_value) - log_value
+    if kind is Categorical and not distribution._validate_args:
+        logits = distribution.logits
+        if value.shape == logits.shape[:-1] and value.dim() > 0:
+            # one fused kernel instead of torch's unsqueeze, broadcast, gather, squeeze
+            flat = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                value.reshape(-1).long(),
+                reduction="none",
+            )
+            return -flat.reshape(value.shape)
     return distribution.log_prob(value)
 
 
