@@ -144,6 +144,14 @@ class Transform(Graph):
     def forward(self) -> Tensor:
         return self.fn(*[_unwrap(self._arg(name)) for name in self._arg_names])
 
+    def exp_argument(self) -> Tensor | None:
+        """``x`` when this is ``Transform(torch.exp, x)`` for a tensor ``x``, else
+        ``None``: losses then use ``x`` as the log of the value, exactly."""
+        if self.fn is not torch.exp or len(self._arg_names) != 1:
+            return None
+        value = self._arg(self._arg_names[0])
+        return value if isinstance(value, Tensor) else None
+
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
         for name, value in self._plain_args.items():

@@ -31,7 +31,7 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.distributions.construction import construct
+from borch.distributions.construction import construct, remember_log_scale
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
@@ -317,6 +317,10 @@ class RandomVariable(TensorLike, nn.Module):
             # Samples are checked where they enter (observations), not on each
             # log-density evaluation.
             dist._validate_args = False
+        if type(dist) is torch.distributions.Normal:
+            remember_log_scale(
+                dist, self._arg("scale") if "scale" in self._args else None
+            )
         self.__dict__["_validated"] = True
         return dist
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.distributions as td
 
+import borch
+from borch import distributions as dist
 from borch import infer
 
 N_DRAWS = 2000
@@ -278,3 +280,35 @@ def test_normal_kl_fast_path_with_constant_priors_that_change_in_place():
         p.scale.mul_(3.0)
         expected = torch.distributions.kl_divergence(q, p).sum()
         assert torch.allclose(infer.analytical_kl_divergence_loss(p, q), expected)
+
+
+def test_posterior_normals_use_their_log_scale_exactly():
+    """A Normal posterior's scale is exp(log_scale): the KL and the ELBO's log-density
+    use log_scale itself; values and gradients equal torch's formulas."""
+    model = borch.Module(posterior=borch.posterior.Normal(log_scale=-1.0))
+    model.w = dist.Normal(torch.zeros(3), 2.0)
+    q = model.posterior.w.distribution
+    assert q.__dict__["_borch_log_scale"] is model.posterior.w.scale.exp_argument()
+    value = model.posterior.w.tensor.detach()
+    for loss_fn, reference_fn in [
+        (
+            lambda: infer.analytical_kl_divergence_loss(
+                model.prior.w, model.posterior.w
+            ),
+            lambda p, q: torch.distributions.kl_divergence(q, p).sum(),
+        ),
+        (
+            lambda: infer.elbo_loss(model.prior.w, model.posterior.w, value),
+            lambda p, q: (q.log_prob(value) - p.log_prob(value)).sum(),
+        ),
+    ]:
+        parameters = list(model.posterior.parameters())
+        fast = loss_fn()
+        fast_grads = torch.autograd.grad(fast, parameters, retain_graph=True)
+        reference = reference_fn(
+            model.prior.w.distribution, model.posterior.w.distribution
+        )
+        reference_grads = torch.autograd.grad(reference, parameters, retain_graph=True)
+        assert torch.allclose(fast, reference)
+        for a, b in zip(fast_grads, reference_grads):
+            assert torch.allclose(a, b)

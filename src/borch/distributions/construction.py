@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.distributions import Distribution, Normal
 from torch.nn import Parameter
 
-__all__ = ["construct"]
+__all__ = ["construct", "log_scale_of", "remember_log_scale"]
 
 
 def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
@@ -50,3 +50,21 @@ def _plain(value: Any) -> Tensor | None:
     if isinstance(value, Parameter):
         return value.view_as(value)
     return None
+
+
+def remember_log_scale(normal: Normal, scale_argument: Any) -> None:
+    """Keep ``log_scale`` on a Normal whose scale argument is ``exp(log_scale)`` (a
+    ``borch.Transform``), so that log-densities and KL divergences use it instead of
+    taking the log of the exponential (an operation and its backward on every step)."""
+    exp_argument = getattr(scale_argument, "exp_argument", None)
+    if exp_argument is None:
+        return
+    log_scale = exp_argument()
+    if log_scale is not None and log_scale.shape == normal.scale.shape:
+        normal.__dict__["_borch_log_scale"] = log_scale
+
+
+def log_scale_of(normal: Normal) -> Tensor:
+    """``normal.scale.log()``, or the ``log_scale`` it was built from."""
+    log_scale = normal.__dict__.get("_borch_log_scale")
+    return normal.scale.log() if log_scale is None else log_scale

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
+from borch.distributions.construction import log_scale_of
+
 __all__ = ["log_density"]
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
@@ -61,7 +63,7 @@ def _normaliser(normal: Normal) -> Tensor:
     """``log(scale) + log(2 pi) / 2``, remembered while a constant scale is unchanged."""
     scale = normal.scale
     if scale.requires_grad:
-        return scale.log() + _HALF_LOG_TWO_PI
+        return log_scale_of(normal) + _HALF_LOG_TWO_PI
     cached = normal.__dict__.get("_borch_normaliser")
     if cached is not None and cached[0] is scale and cached[1] == scale._version:
         return cached[2]

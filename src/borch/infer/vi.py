@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from borch.distributions.construction import log_scale_of
 from borch.distributions.kl import DistributionLike, as_distribution, kl_exists
 from borch.distributions.log_density import log_density
 from borch.graph import apply_to_tensors
@@ -146,10 +147,13 @@ def _normal_kl_sum(
     q_scale, q_loc = q.scale, q.loc
     if q_scale.shape != shape:
         q_scale, q_loc = q_scale.expand(shape), q_loc.expand(shape)
+        log_q_scale = q_scale.log()
+    else:
+        log_q_scale = log_scale_of(q)
     log_p_scale, half_precision, p_loc = _scalar_normal_constants(p)
     difference = q_loc if p_loc is None else q_loc - p_loc
     squares = q_scale.square().sum() + difference.square().sum()
-    return squares * half_precision - q_scale.log().sum() + count * (log_p_scale - 0.5)
+    return squares * half_precision - log_q_scale.sum() + count * (log_p_scale - 0.5)
 
 
 def _scalar_normal_constants(p: torch.distributions.Normal) -> tuple:
