@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -157,9 +158,9 @@ def _normal_kl_sum(
 
 
 def _scalar_normal_constants(p: torch.distributions.Normal) -> tuple:
-    """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal;
-    remembered for constant priors (shared between steps), recomputed for learnable
-    ones."""
+    """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal:
+    numbers remembered for constant priors (shared between steps), tensors recomputed
+    for learnable ones."""
     loc, scale = p.loc, p.scale
     if loc.requires_grad or scale.requires_grad:
         return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
@@ -172,9 +173,12 @@ def _scalar_normal_constants(p: torch.distributions.Normal) -> tuple:
         and cached[3] == scale._version
     ):
         return cached[4]
+    # Plain numbers: tensor-with-number arithmetic skips Python-level operator
+    # wrappers, and these are computed once per prior.
+    sp = float(scale.reshape(()))
     constants = (
-        scale.reshape(()).log(),
-        0.5 / scale.reshape(()).square(),
+        math.log(sp),
+        0.5 / sp**2,
         None if bool(loc.reshape(()) == 0) else loc,
     )
     p.__dict__["_borch_kl_constants"] = (
