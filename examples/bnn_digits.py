@@ -23,10 +23,11 @@ times. Priors and posteriors are ``borch.nn``'s defaults.
 
 Both networks are well calibrated here and their ECEs (15 bins, 450 test digits)
 differ by about as much as they move between seeds: over seeds 0-4 the Bayesian
-MLP's ECE was 0.013 / 0.019 / 0.010 / 0.014 / 0.018 against the twin's 0.015 /
-0.019 / 0.015 / 0.017 / 0.013, its accuracy 0.5-1.8 points below the twin's (0.964-
-0.982), and its predictive entropy 7-11 times higher on noise and inverted digits
-than on test digits.
+MLP's ECE was 0.014 / 0.017 / 0.017 / 0.012 / 0.016 against the twin's 0.015 /
+0.019 / 0.015 / 0.017 / 0.013 (a paired bootstrap puts the standard error of the
+difference near 0.005), its accuracy 0.971-0.980 against the twin's 0.973-0.982,
+its test negative log-likelihood lower on four seeds of five, and its predictive
+entropy 6-16 times higher on noise and inverted digits than on test digits.
 
 Run ``python examples/bnn_digits.py`` (well under a minute on two slow cores);
 ``--help`` lists the options.
@@ -264,7 +265,10 @@ def parse(argv: list[str] | None):
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> tuple[dict, dict, torch.Tensor]:
+    """Train both networks, print the table, write the plots; returns the table's
+    rows, the per-draw class probabilities of each network on each input set, and the
+    test labels."""
     options = parse(argv)
     start = time.perf_counter()
     torch.manual_seed(options.seed)
@@ -303,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     plot_entropies(predictions, histogram)
     print(f"\nwrote {reliability} and {histogram}")
     print(f"total time {time.perf_counter() - start:.1f} s")
-    return rows
+    return rows, predictions, y_test
 
 
 if __name__ == "__main__":
