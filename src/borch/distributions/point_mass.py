@@ -9,16 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.constraint_registry import biject_to, transform_to
 
-
-def unconstraining_transform(support: constraints.Constraint):
-    """``biject_to(support)`` where registered (it has a Jacobian), else
-    ``transform_to(support)``."""
-    try:
-        return biject_to(support)
-    except NotImplementedError:
-        return transform_to(support)
+from borch.distributions.transforms import unconstraining_transform
 
 
 class Delta(Distribution):

@@ -19,6 +19,7 @@ from torch.distributions import transforms as torch_transforms
 from torch.distributions.constraint_registry import biject_to, transform_to
 
 from borch import distributions as dist
+from borch.distributions.transforms import simplified
 from borch.graph import Transform
 from borch.random_variable import RandomVariable
 from borch.tensor_like import TensorLike
@@ -51,7 +52,7 @@ def unconstraining_transform(
     registries = (biject_to,) if bijective else (biject_to, transform_to)
     for registry in registries:
         try:
-            return registry(support)
+            return simplified(registry(support))
         except NotImplementedError:
             continue
     kind = "bijective transform" if bijective else "transform"
@@ -113,7 +114,7 @@ def learnable(
     value = value.detach()
     if not value.is_floating_point():
         value = value.to(torch.get_default_dtype())
-    transform = transform_to(constraint)
+    transform = simplified(transform_to(constraint))
     if is_identity(transform):
         return nn.Parameter(value.clone())
     unconstrained = nn.Parameter(to_unconstrained(transform, value).clone())
