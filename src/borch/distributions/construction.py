@@ -43,12 +43,9 @@ def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
 
 
 def _plain(value: Any) -> Tensor | None:
-    """A plain tensor for a tensor argument (a parameter is viewed, as torch's
-    broadcast would, so the distribution never holds the parameter itself)."""
-    if type(value) is Tensor:
+    """The tensor of a tensor argument (``None`` for anything else)."""
+    if type(value) is Tensor or isinstance(value, Parameter):
         return value
-    if isinstance(value, Parameter):
-        return value.view_as(value)
     return None
 
 
