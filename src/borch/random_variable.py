@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from borch.distributions.construction import construct, remember_log_scale
+from borch.distributions.draws import draw
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
@@ -317,9 +318,11 @@ class RandomVariable(TensorLike, nn.Module):
             # Samples are checked where they enter (observations), not on each
             # log-density evaluation.
             dist._validate_args = False
-        if type(dist) is torch.distributions.Normal:
+        kind = type(dist)
+        if kind is torch.distributions.Normal or kind is torch.distributions.LogNormal:
             remember_log_scale(
-                dist, self._arg("scale") if "scale" in self._args else None
+                dist if kind is torch.distributions.Normal else dist.base_dist,
+                self._arg("scale") if "scale" in self._args else None,
             )
         self.__dict__["_validated"] = True
         return dist
@@ -400,7 +403,7 @@ class RandomVariable(TensorLike, nn.Module):
         dist = self._distribution_now()
         particles = _PARTICLES.get()
         if particles is None:
-            value = dist.rsample() if dist.has_rsample else dist.sample()
+            value = draw(dist)
         else:
             value = _draw_particles(dist, *particles, self._describe())
         return self._set_value(value, self._dist_key)

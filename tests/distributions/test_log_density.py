@@ -70,3 +70,24 @@ def test_categorical_values_that_broadcast_use_log_prob():
     categorical = Categorical(logits=torch.zeros(3, 4), validate_args=False)
     value = torch.tensor([[0], [1]])  # (2, 1) broadcasts against the batch (3,)
     assert torch.equal(log_density(categorical, value), categorical.log_prob(value))
+
+
+@pytest.mark.parametrize("loc", [0.0, 1.5, [0.0, 2.0]])
+def test_constant_arguments_match_torch_in_value_and_gradient(loc):
+    normal = Normal(torch.tensor(loc, dtype=torch.float64), 3.0, validate_args=False)
+    value = torch.tensor([0.3, -2.0], dtype=torch.float64, requires_grad=True)
+    for _ in range(2):  # the second call uses the remembered terms
+        lean = log_density(normal, value)
+        reference = normal.log_prob(value)
+        assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+        (lean_grad,) = torch.autograd.grad(lean.sum(), value)
+        (reference_grad,) = torch.autograd.grad(reference.sum(), value)
+        assert torch.allclose(lean_grad, reference_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_zero_loc_changed_in_place_is_subtracted_again():
+    normal = Normal(torch.zeros(2), 1.0, validate_args=False)
+    value = torch.tensor([0.5, 1.0])
+    log_density(normal, value)
+    normal.loc.add_(1.0)
+    assert torch.allclose(log_density(normal, value), normal.log_prob(value))

@@ -5,8 +5,10 @@ torch operation costs microseconds on the CPU, in the forward pass and again in 
 backward pass, so the operation count is the step's cost on small models.
 :func:`log_density` computes the same values as ``distribution.log_prob(value)`` with
 fewer operations, and remembers ``log(scale)`` of distributions whose scale is a
-constant (priors with number arguments are shared between steps). Distributions that
-validate their samples, and every other family, go to ``log_prob`` unchanged.
+constant (priors with number arguments are shared between steps). At a draw it made
+itself (:mod:`borch.distributions.draws`), a Normal's density comes from the
+remembered noise. Distributions that validate their samples, and every other family,
+go to ``log_prob`` unchanged.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from torch import Tensor
 from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
 from borch.distributions.construction import log_scale_of
+from borch.distributions.draws import log_of, standard_noise
 
 __all__ = ["log_density"]
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+_SQRT_TWO = math.sqrt(2.0)
 
 
 def log_density(distribution: Distribution, value: Tensor) -> Tensor:
@@ -36,9 +40,18 @@ def log_density(distribution: Distribution, value: Tensor) -> Tensor:
     """
     kind = type(distribution)
     if kind is Normal and not distribution._validate_args:
+        noise = standard_noise(distribution, value)
+        if noise is not None:
+            return _standard(noise) - log_scale_of(distribution)
         return _normal(distribution, value)
     if kind is LogNormal and not distribution._validate_args:
-        log_value = value.log()
+        log_value = log_of(value)
+        if log_value is None:
+            log_value = value.log()
+        noise = standard_noise(distribution, value)
+        if noise is not None:
+            base = distribution.base_dist
+            return _standard(noise) - (log_scale_of(base) + log_value)
         return _normal(distribution.base_dist, log_value) - log_value
     if kind is Categorical and not distribution._validate_args:
         logits = distribution.logits
@@ -54,19 +67,37 @@ def log_density(distribution: Distribution, value: Tensor) -> Tensor:
 
 
 def _normal(normal: Normal, value: Tensor) -> Tensor:
-    scale = normal.scale
-    standardised = (value - normal.loc) / scale
-    return -0.5 * standardised.square() - _normaliser(normal)
-
-
-def _normaliser(normal: Normal) -> Tensor:
-    """``log(scale) + log(2 pi) / 2``, remembered while a constant scale is unchanged."""
-    scale = normal.scale
+    loc, scale = normal.loc, normal.scale
     if scale.requires_grad:
-        return log_scale_of(normal) + _HALF_LOG_TWO_PI
-    cached = normal.__dict__.get("_borch_normaliser")
+        standardised = (value - loc) / scale
+        return -0.5 * standardised.square() - (log_scale_of(normal) + _HALF_LOG_TWO_PI)
+    # A constant scale (a prior's): -log(scale) - log(2 pi) / 2 and 1 / (scale sqrt 2)
+    # are remembered, and a constant zero loc is not subtracted.
+    negative_normaliser, inverse_width = _constant_scale_terms(normal, scale)
+    centred = value if _is_constant_zero(normal, loc) else value - loc
+    return negative_normaliser - (centred * inverse_width).square()
+
+
+def _standard(noise: Tensor) -> Tensor:
+    """The standard Normal log-density of ``noise`` (which carries no gradient)."""
+    return -0.5 * noise.square() - _HALF_LOG_TWO_PI
+
+
+def _constant_scale_terms(normal: Normal, scale: Tensor) -> tuple[Tensor, Tensor]:
+    cached = normal.__dict__.get("_borch_scale_terms")
     if cached is not None and cached[0] is scale and cached[1] == scale._version:
         return cached[2]
-    normaliser = scale.log() + _HALF_LOG_TWO_PI
-    normal.__dict__["_borch_normaliser"] = (scale, scale._version, normaliser)
-    return normaliser
+    terms = (-(scale.log() + _HALF_LOG_TWO_PI), (scale * _SQRT_TWO).reciprocal())
+    normal.__dict__["_borch_scale_terms"] = (scale, scale._version, terms)
+    return terms
+
+
+def _is_constant_zero(normal: Normal, loc: Tensor) -> bool:
+    if loc.requires_grad:
+        return False
+    cached = normal.__dict__.get("_borch_zero_loc")
+    if cached is not None and cached[0] is loc and cached[1] == loc._version:
+        return cached[2]
+    is_zero = not bool(loc.any())
+    normal.__dict__["_borch_zero_loc"] = (loc, loc._version, is_zero)
+    return is_zero

@@ -60,7 +60,7 @@ def elbo_loss(
         p_dist = as_distribution(p_dist)
     if not isinstance(q_dist, Distribution):
         q_dist = as_distribution(q_dist)
-    return (log_density(q_dist, value) - log_density(p_dist, value)).sum()
+    return _summed(log_density(q_dist, value) - log_density(p_dist, value))
 
 
 def elbo_path_derivative_loss(
@@ -353,31 +353,42 @@ def _particle_terms(
         _check_lengths(
             p_dists=p_dists, q_dists=q_dists, values=values, observed=observed
         )
-    nll = divergence = 0.0
-    score = None
+    log_likelihood = divergence = score = None
     for p_dist, q_dist, value, is_observed in zip(p_dists, q_dists, values, observed):
         if not isinstance(p_dist, Distribution):
             p_dist = as_distribution(p_dist)
         if is_observed:
-            nll = nll - log_density(p_dist, value).sum()
+            log_likelihood = _plus(log_likelihood, _summed(log_density(p_dist, value)))
             continue
         if q_dist is None:
             raise ValueError("a latent variable has no approximating distribution")
         if not isinstance(q_dist, Distribution):
             q_dist = as_distribution(q_dist)
         if q_dist.has_rsample:
-            divergence = divergence + div_fn(p_dist, q_dist, value)
+            divergence = _plus(divergence, div_fn(p_dist, q_dist, value))
             continue
         value = value.detach()
         log_q = q_dist.log_prob(value).sum()
-        score = log_q if score is None else score + log_q
-        divergence = divergence + _non_reparameterised_divergence(
-            p_dist, q_dist, value, log_q
+        score = _plus(score, log_q)
+        divergence = _plus(
+            divergence, _non_reparameterised_divergence(p_dist, q_dist, value, log_q)
         )
-    cost = nll + kl_scaling * divergence if kl_scaling != 1 else nll + divergence
-    if not isinstance(cost, Tensor):
-        cost = torch.as_tensor(cost)
+    if divergence is not None and kl_scaling != 1:
+        divergence = kl_scaling * divergence
+    if log_likelihood is None:
+        cost = torch.zeros(()) if divergence is None else divergence
+    else:
+        cost = -log_likelihood if divergence is None else divergence - log_likelihood
     return cost, score
+
+
+def _plus(total: Tensor | None, term: Tensor) -> Tensor:
+    # Sums start from the first term: adding it to 0.0 is one more operation.
+    return term if total is None else total + term
+
+
+def _summed(values: Tensor) -> Tensor:
+    return values if values.dim() == 0 else values.sum()
 
 
 def _non_reparameterised_divergence(p_dist, q_dist, value, log_q) -> Tensor:
