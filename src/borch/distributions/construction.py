@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
-from torch.distributions import Distribution, Normal
+from torch.distributions import Distribution, LogNormal, Normal
+from torch.distributions.transforms import ExpTransform
 from torch.nn import Parameter
 
 __all__ = ["construct", "log_scale_of", "remember_log_scale"]
@@ -25,21 +26,50 @@ def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
         >>> normal = construct(Normal, {"loc": torch.zeros(2), "scale": torch.ones(2)}, False)
         >>> normal.batch_shape, normal.rsample().shape
         (torch.Size([2]), torch.Size([2]))
+        >>> construct(LogNormal, {"loc": torch.zeros(2), "scale": torch.ones(2)}, False)
+        LogNormal()
     """
-    if cls is Normal and not validate and len(kwargs) == 2:
-        loc, scale = _plain(kwargs.get("loc")), _plain(kwargs.get("scale"))
-        if (
-            loc is not None
-            and scale is not None
-            and loc.shape == scale.shape
-            and loc.dtype == scale.dtype
-            and loc.device == scale.device
-        ):
-            normal = Normal.__new__(Normal)
-            normal.loc, normal.scale = loc, scale
-            Distribution.__init__(normal, loc.shape, validate_args=False)
-            return normal
+    if (cls is Normal or cls is LogNormal) and not validate and len(kwargs) == 2:
+        normal = _aligned_normal(kwargs.get("loc"), kwargs.get("scale"))
+        if normal is not None:
+            if cls is Normal:
+                return normal
+            if _LOGNORMAL_LAYOUT_KNOWN:
+                return _lognormal(normal)
     return cls(**kwargs, validate_args=validate)
+
+
+def _aligned_normal(loc: Any, scale: Any) -> Normal | None:
+    loc, scale = _plain(loc), _plain(scale)
+    if (
+        loc is None
+        or scale is None
+        or loc.shape != scale.shape
+        or loc.dtype != scale.dtype
+        or loc.device != scale.device
+    ):
+        return None
+    normal = Normal.__new__(Normal)
+    normal.loc, normal.scale = loc, scale
+    Distribution.__init__(normal, loc.shape, validate_args=False)
+    return normal
+
+
+def _lognormal(normal: Normal) -> LogNormal:
+    # TransformedDistribution.__init__ works out shapes through the transform (about
+    # 10 us of Python); for exp of an unbatched-event Normal they are the Normal's.
+    lognormal = LogNormal.__new__(LogNormal)
+    lognormal.transforms = [ExpTransform()]
+    lognormal.base_dist = normal
+    Distribution.__init__(lognormal, normal.batch_shape, validate_args=False)
+    return lognormal
+
+
+# The shortcut above sets what torch's initialiser sets; if a torch release changes
+# that, the initialiser is used.
+_LOGNORMAL_LAYOUT_KNOWN = set(vars(LogNormal(0.0, 1.0, validate_args=False))) == set(
+    vars(_lognormal(Normal(0.0, 1.0, validate_args=False)))
+)
 
 
 def _plain(value: Any) -> Tensor | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, LogNormal, Normal
@@ -26,6 +27,7 @@ __all__ = ["log_density"]
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 _SQRT_TWO = math.sqrt(2.0)
+_NEGATIVE_HALF_LOG_TWO_PI: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
 
 def log_density(distribution: Distribution, value: Tensor) -> Tensor:
@@ -79,8 +81,16 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
 
 
 def _standard(noise: Tensor) -> Tensor:
-    """The standard Normal log-density of ``noise`` (which carries no gradient)."""
-    return -0.5 * noise.square() - _HALF_LOG_TWO_PI
+    """The standard Normal log-density of ``noise`` (which carries no gradient), in
+    one operation."""
+    key = (noise.dtype, noise.device)
+    constant = _NEGATIVE_HALF_LOG_TWO_PI.get(key)
+    if constant is None:
+        constant = torch.tensor(
+            -_HALF_LOG_TWO_PI, dtype=noise.dtype, device=noise.device
+        )
+        _NEGATIVE_HALF_LOG_TWO_PI[key] = constant
+    return torch.addcmul(constant, noise, noise, value=-0.5)
 
 
 def _constant_scale_terms(normal: Normal, scale: Tensor) -> tuple[Tensor, Tensor]:
