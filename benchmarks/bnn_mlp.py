@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib.util
 import io
 import itertools
 import math
@@ -247,14 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args(argv)
     torch.set_num_threads(1)
-    measured = {}
-    for variant, make_step in VARIANTS.items():
-        try:
-            measured[variant] = harness.time_step(
-                variant, make_step, steps=options.steps, blocks=options.blocks
-            )
-        except ImportError as error:
-            print(f"skipping {variant}: {error}")
+    makers = dict(VARIANTS)
+    if importlib.util.find_spec("pyro") is None:
+        print("skipping pyro: not installed")
+        del makers["pyro"]
+    measured = harness.time_steps(makers, steps=options.steps, blocks=options.blocks)
     base = measured["torch"].seconds_per_step
     print(f"{'variant':16s} {'ms/step':>8s} {'/torch':>7s} {'spread':>7s}")
     for variant, result in measured.items():

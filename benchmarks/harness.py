@@ -40,19 +40,43 @@ def time_step(
     blocks: int = 7,
 ) -> Measurement:
     """Median time of one step over ``blocks`` blocks of ``steps`` steps."""
-    torch.manual_seed(0)
-    step = make_step()
-    for _ in range(warmup):
-        step()
-    gc.collect()
-    per_block = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(steps):
+    return time_steps({name: make_step}, steps, warmup, blocks)[name]
+
+
+def time_steps(
+    makers: dict[str, Callable[[], Callable[[], object]]],
+    steps: int = 200,
+    warmup: int = 50,
+    blocks: int = 7,
+) -> dict[str, Measurement]:
+    """:func:`time_step` for several variants, their blocks taken in turn.
+
+    Timing one variant after the other lets a slow drift of the machine (another
+    process, frequency scaling) land on one variant only; round-robin blocks spread
+    it over all of them, so the ratios between variants are what the machine gives.
+    """
+    prepared = {}
+    for name, make_step in makers.items():
+        torch.manual_seed(0)
+        step = make_step()
+        for _ in range(warmup):
             step()
-        per_block.append((time.perf_counter() - start) / steps)
-    median = statistics.median(per_block)
-    return Measurement(name, median, (max(per_block) - min(per_block)) / median)
+        prepared[name] = step
+    gc.collect()
+    per_block: dict[str, list[float]] = {name: [] for name in prepared}
+    for _ in range(blocks):
+        for name, step in prepared.items():
+            step()  # one untimed step: caches warm again after the other variants
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            per_block[name].append((time.perf_counter() - start) / steps)
+    measured = {}
+    for name, times in per_block.items():
+        median = statistics.median(times)
+        spread = (max(times) - min(times)) / median
+        measured[name] = Measurement(name, median, spread)
+    return measured
 
 
 def peak_memory(make_step: Callable[[], Callable[[], object]], steps: int = 3) -> int:

@@ -45,13 +45,14 @@ def time_workloads(steps: int, blocks: int, only: set[str] | None) -> dict:
             print(f"skipping {title}: {error}", file=sys.stderr)
             continue
         scale = getattr(module, "STEP_SCALE", 1.0)
-        measured = {}
-        for variant, make_step in module.VARIANTS.items():
-            if not _available(variant):
-                continue
-            measured[variant] = harness.time_step(
-                variant, make_step, steps=max(5, int(steps * scale)), blocks=blocks
-            )
+        makers = {
+            variant: make_step
+            for variant, make_step in module.VARIANTS.items()
+            if _available(variant)
+        }
+        measured = harness.time_steps(
+            makers, steps=max(5, int(steps * scale)), blocks=blocks
+        )
         entry = {
             "seconds_per_step": {k: v.seconds_per_step for k, v in measured.items()}
         }
