@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.distributions import Gamma, LogNormal, Normal
 
+from borch.distributions import draws
 from borch.distributions.draws import draw, log_of, standard_noise
 from borch.distributions.log_density import log_density
 
@@ -74,6 +75,14 @@ def test_the_log_of_a_lognormal_draw_is_remembered_while_unchanged():
     assert log_of(value.clone()) is None
     value.add_(1.0)
     assert log_of(value) is None
+
+
+def test_draws_carry_nothing_of_borch_and_are_forgotten_when_freed():
+    value = draw(LogNormal(torch.zeros(3), torch.ones(3)))
+    assert not vars(value)  # nothing a user's torch.save or deepcopy would take along
+    entries = len(draws._LOGS)
+    del value
+    assert len(draws._LOGS) == entries - 1
 
 
 def test_other_families_draw_as_torch_does():

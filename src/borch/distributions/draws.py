@@ -15,6 +15,8 @@ unmodified (its version counter unchanged), and ``None`` otherwise.
 
 from __future__ import annotations
 
+import weakref
+
 from torch import Tensor
 from torch.distributions import Distribution, LogNormal, Normal
 from torch.distributions.utils import _standard_normal
@@ -22,7 +24,6 @@ from torch.distributions.utils import _standard_normal
 __all__ = ["draw", "log_of", "standard_noise"]
 
 _DRAW = "_borch_draw"
-_LOG = "_borch_log"
 
 
 def draw(distribution: Distribution) -> Tensor:
@@ -42,7 +43,7 @@ def draw(distribution: Distribution) -> Tensor:
     elif kind is LogNormal:
         log_value, noise = _normal_draw(distribution.base_dist)
         value = log_value.exp()
-        value.__dict__[_LOG] = (value._version, log_value)
+        _remember_log(value, log_value)
     elif distribution.has_rsample:
         return distribution.rsample()
     else:
@@ -74,7 +75,25 @@ def standard_noise(distribution: Distribution, value: Tensor) -> Tensor | None:
 def log_of(value: Tensor) -> Tensor | None:
     """``log(value)`` of a LogNormal draw (the Normal draw it exponentiates), else
     ``None``."""
-    remembered = value.__dict__.get(_LOG)
-    if remembered is None or remembered[0] != value._version:
+    remembered = _LOGS.get(id(value))
+    if remembered is None:
         return None
-    return remembered[1]
+    drawn, version, log_value = remembered
+    if drawn() is not value or value._version != version:
+        return None
+    return log_value
+
+
+# Kept beside the draws rather than on them, so that a draw a user saves or copies
+# carries nothing of borch's; an entry goes when its draw is freed.
+_LOGS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
+
+
+def _remember_log(value: Tensor, log_value: Tensor) -> None:
+    key = id(value)
+
+    def forget(reference: weakref.ref) -> None:
+        if _LOGS.get(key, (None,))[0] is reference:
+            del _LOGS[key]
+
+    _LOGS[key] = (weakref.ref(value, forget), value._version, log_value)
