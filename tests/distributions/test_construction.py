@@ -2,14 +2,15 @@
 
 import pytest
 import torch
-from torch.distributions import LogNormal, Normal
+from torch.distributions import Categorical, LogNormal, Normal
 
 from borch.distributions import construction
 from borch.distributions.construction import construct
 
 
-def test_the_lognormal_shortcut_is_used_with_this_torch():
+def test_the_shortcuts_are_used_with_this_torch():
     assert construction._LOGNORMAL_LAYOUT_KNOWN
+    assert construction._CATEGORICAL_LAYOUT_KNOWN
 
 
 @pytest.mark.parametrize("family", [Normal, LogNormal])
@@ -42,3 +43,44 @@ def test_arguments_that_need_broadcasting_or_validation_go_to_torch():
     assert broadcast.batch_shape == (3,)
     with pytest.raises(ValueError):
         construct(Normal, {"loc": torch.zeros(2), "scale": -torch.ones(2)}, True)
+
+
+@pytest.mark.parametrize("validate", [False, True])
+@pytest.mark.parametrize("shape", [(4,), (3, 4), (2, 3, 4)])
+def test_categorical_shortcut_matches_torch(validate, shape):
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(shape, generator=generator)).requires_grad_()
+    ours = construct(Categorical, {"logits": logits}, validate)
+    theirs = Categorical(logits=logits, validate_args=validate)
+    assert type(ours) is Categorical
+    assert vars(ours).keys() == vars(theirs).keys()
+    assert ours._validate_args == theirs._validate_args
+    assert (ours.batch_shape, ours._num_events) == (
+        theirs.batch_shape,
+        theirs._num_events,
+    )
+    # log_softmax against logits - logsumexp: equal up to rounding
+    assert torch.allclose(ours.logits, theirs.logits, rtol=0, atol=1e-6)
+    assert torch.allclose(ours.probs, theirs.probs)
+    value = theirs.sample((5,))
+    assert torch.allclose(ours.log_prob(value), theirs.log_prob(value))
+    (gradient,) = torch.autograd.grad(ours.log_prob(value).sum(), logits)
+    (expected,) = torch.autograd.grad(theirs.log_prob(value).sum(), logits)
+    assert torch.allclose(gradient, expected, atol=1e-6)
+
+
+def test_categorical_logits_that_torch_would_reject_get_torchs_error():
+    logits = torch.tensor([[0.0, float("nan")], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="logits"):
+        construct(Categorical, {"logits": logits}, True)
+    # unvalidated, the NaN goes through as torch's would
+    assert construct(Categorical, {"logits": logits}, False).logits.isnan().any()
+    masked = construct(Categorical, {"logits": torch.tensor([0.0, -torch.inf])}, True)
+    assert masked.probs.tolist() == [1.0, 0.0]
+
+
+def test_categorical_from_probs_or_scalar_logits_goes_to_torch():
+    by_probs = construct(Categorical, {"probs": torch.tensor([1.0, 3.0])}, True)
+    assert torch.allclose(by_probs.probs, torch.tensor([0.25, 0.75]))
+    with pytest.raises(ValueError, match="one-dimensional"):
+        construct(Categorical, {"logits": torch.tensor(0.0)}, False)

@@ -58,8 +58,9 @@ def log_density(distribution: Distribution, value: Tensor) -> Tensor:
     if kind is Categorical and not distribution._validate_args:
         logits = distribution.logits
         if value.shape == logits.shape[:-1] and value.dim() > 0:
-            # one fused kernel instead of torch's unsqueeze, broadcast, gather, squeeze
-            flat = F.cross_entropy(
+            # torch's logits are normalised: the log-density is a gather, here in one
+            # kernel instead of torch's unsqueeze, broadcast, gather, squeeze
+            flat = F.nll_loss(
                 logits.reshape(-1, logits.shape[-1]),
                 value.reshape(-1).long(),
                 reduction="none",
