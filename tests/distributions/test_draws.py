@@ -32,6 +32,24 @@ def test_draws_are_torchs_draws_from_the_same_random_numbers(family, shape):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda: torch.randn(4, 3).t(),  # transposed
+        lambda: torch.randn(3, 1).expand(3, 4),  # broadcast
+        lambda: torch.randn(3, 8)[:, ::2],  # strided
+    ],
+)
+def test_draws_match_torch_for_locs_that_are_views(family, layout):
+    loc = layout()
+    distribution = family(loc, torch.full(loc.shape, 2.0), validate_args=False)
+    torch.manual_seed(0)
+    ours = draw(distribution)
+    torch.manual_seed(0)
+    assert torch.equal(ours, distribution.rsample())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_an_elbo_term_at_a_draw_matches_torch_in_value_and_gradient(family, shape):
     # log q(x) - log p(x) + a likelihood term, all at the reparameterised draw x:
