@@ -49,3 +49,12 @@ def test_real_shifts_and_tensor_bounds_are_kept():
     # a tensor bound would have to be read to know it is zero: left as it is
     tensor_bound = biject_to(constraints.greater_than(torch.tensor(0.0)))
     assert simplified(tensor_bound) is tensor_bound
+
+
+def test_bijective_lookup_skips_transform_to_and_unregistered_supports_raise():
+    # torch registers lower_cholesky with transform_to only
+    assert unconstraining_transform(constraints.lower_cholesky) is not None
+    with pytest.raises(NotImplementedError, match="bijective transform"):
+        unconstraining_transform(constraints.lower_cholesky, bijective=True)
+    with pytest.raises(NotImplementedError, match="no transform onto Boolean"):
+        unconstraining_transform(constraints.boolean)

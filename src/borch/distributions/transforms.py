@@ -17,19 +17,24 @@ __all__ = ["simplified", "unconstraining_transform"]
 
 
 def unconstraining_transform(
-    support: constraints.Constraint,
+    support: constraints.Constraint, bijective: bool = False
 ) -> torch_transforms.Transform:
-    """``biject_to(support)`` where registered (it has a Jacobian), else
-    ``transform_to(support)``; identity steps removed.
+    """``biject_to(support)`` where registered (it has a Jacobian), else, unless
+    ``bijective``, ``transform_to(support)``; identity steps removed.
+    ``NotImplementedError`` if torch has neither.
 
     Example:
         >>> unconstraining_transform(constraints.positive)
         ExpTransform()
     """
-    try:
-        return simplified(biject_to(support))
-    except NotImplementedError:
-        return simplified(transform_to(support))
+    registries = (biject_to,) if bijective else (biject_to, transform_to)
+    for registry in registries:
+        try:
+            return simplified(registry(support))
+        except NotImplementedError:
+            continue
+    kind = "bijective transform" if bijective else "transform"
+    raise NotImplementedError(f"no {kind} onto {support} is registered")
 
 
 def simplified(transform: torch_transforms.Transform) -> torch_transforms.Transform:

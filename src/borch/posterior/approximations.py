@@ -16,10 +16,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 from torch.distributions import transforms as torch_transforms
-from torch.distributions.constraint_registry import biject_to, transform_to
+from torch.distributions.constraint_registry import transform_to
 
 from borch import distributions as dist
 from borch.distributions.transforms import simplified
+from borch.distributions.transforms import (
+    unconstraining_transform as registered_transform,
+)
 from borch.graph import Transform
 from borch.random_variable import RandomVariable
 from borch.tensor_like import TensorLike
@@ -49,12 +52,10 @@ def unconstraining_transform(
             "an approximation of your own through borch.RVPair."
         )
     support = canonical_support(support)
-    registries = (biject_to,) if bijective else (biject_to, transform_to)
-    for registry in registries:
-        try:
-            return simplified(registry(support))
-        except NotImplementedError:
-            continue
+    try:
+        return registered_transform(support, bijective)
+    except NotImplementedError:
+        pass
     kind = "bijective transform" if bijective else "transform"
     raise ValueError(
         f"posterior.{family} cannot approximate random variable '{name}': no {kind} "
