@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib.util
 import io
 import itertools
 import math
@@ -248,11 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true")
     options = parser.parse_args(argv)
     torch.set_num_threads(1)
-    makers = dict(VARIANTS)
-    if importlib.util.find_spec("pyro") is None:
-        print("skipping pyro: not installed")
-        del makers["pyro"]
-    measured = harness.time_steps(makers, steps=options.steps, blocks=options.blocks)
+    measured = harness.time_steps(
+        harness.runnable(VARIANTS), steps=options.steps, blocks=options.blocks
+    )
     base = measured["torch"].seconds_per_step
     print(f"{'variant':16s} {'ms/step':>8s} {'/torch':>7s} {'spread':>7s}")
     for variant, result in measured.items():

@@ -8,10 +8,12 @@ a warm-up, on one thread, all variants measured in the same process run.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +32,14 @@ class Measurement:
     spread: float  # (max - min) / median over the blocks
     peak_bytes: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+def runnable(variants: dict[str, Callable]) -> dict[str, Callable]:
+    """``variants`` without Pyro's when Pyro (an optional extra) is not installed."""
+    if "pyro" not in variants or importlib.util.find_spec("pyro") is not None:
+        return dict(variants)
+    print("skipping pyro: not installed", file=sys.stderr)
+    return {name: make for name, make in variants.items() if name != "pyro"}
 
 
 def time_step(

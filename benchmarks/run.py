@@ -24,16 +24,6 @@ WORKLOADS = {
 }
 
 
-def _available(variant: str) -> bool:
-    if variant != "pyro":
-        return True
-    try:
-        importlib.import_module("pyro")
-    except ImportError:
-        return False
-    return True
-
-
 def time_workloads(steps: int, blocks: int, only: set[str] | None) -> dict:
     results = {}
     for title, module_name in WORKLOADS.items():
@@ -45,13 +35,10 @@ def time_workloads(steps: int, blocks: int, only: set[str] | None) -> dict:
             print(f"skipping {title}: {error}", file=sys.stderr)
             continue
         scale = getattr(module, "STEP_SCALE", 1.0)
-        makers = {
-            variant: make_step
-            for variant, make_step in module.VARIANTS.items()
-            if _available(variant)
-        }
         measured = harness.time_steps(
-            makers, steps=max(5, int(steps * scale)), blocks=blocks
+            harness.runnable(module.VARIANTS),
+            steps=max(5, int(steps * scale)),
+            blocks=blocks,
         )
         entry = {
             "seconds_per_step": {k: v.seconds_per_step for k, v in measured.items()}
