@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, LogNormal, Normal
 
-from borch.distributions import construction
-from borch.distributions.construction import construct
+from borch.fastpath import construction
+from borch.fastpath.construction import construct
 
 
 def test_the_shortcuts_are_used_with_this_torch():

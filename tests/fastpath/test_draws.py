@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.distributions import Gamma, LogNormal, Normal
 
-from borch.distributions import draws
-from borch.distributions.draws import draw, log_of, standard_noise
-from borch.distributions.log_density import log_density
+from borch.fastpath import memo
+from borch.fastpath.draws import draw, log_of, standard_noise
+from borch.fastpath.log_density import log_density
 
 FAMILIES = [Normal, LogNormal]
 SHAPES = [(), (3,), (2, 3)]
@@ -98,9 +98,9 @@ def test_the_log_of_a_lognormal_draw_is_remembered_while_unchanged():
 def test_draws_carry_nothing_of_borch_and_are_forgotten_when_freed():
     value = draw(LogNormal(torch.zeros(3), torch.ones(3)))
     assert not vars(value)  # nothing a user's torch.save or deepcopy would take along
-    entries = len(draws._LOGS)
+    entries = len(memo._LOGS)
     del value
-    assert len(draws._LOGS) == entries - 1
+    assert len(memo._LOGS) == entries - 1
 
 
 def test_other_families_draw_as_torch_does():

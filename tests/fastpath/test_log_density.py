@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.distributions import Categorical, Gamma, LogNormal, Normal
 
-from borch.distributions.log_density import log_density
+from borch.fastpath.log_density import log_density
 
 SHAPES = [((), ()), ((3,), ()), ((2, 3), (3,)), ((4,), (4,))]
 

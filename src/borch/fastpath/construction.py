@@ -19,6 +19,8 @@ from torch.distributions import Categorical, Distribution, LogNormal, Normal
 from torch.distributions.transforms import ExpTransform
 from torch.nn import Parameter
 
+from borch.fastpath.memo import memo, recall
+
 __all__ = ["construct", "log_scale_of", "remember_log_scale"]
 
 
@@ -116,7 +118,7 @@ _CATEGORICAL_LAYOUT_KNOWN = set(
 
 
 def remember_log_scale(normal: Normal, scale_argument: Any) -> None:
-    """Keep ``log_scale`` on a Normal whose scale argument is ``exp(log_scale)`` (a
+    """Keep ``log_scale`` for a Normal whose scale argument is ``exp(log_scale)`` (a
     ``borch.Transform``), so that log-densities and KL divergences use it instead of
     taking the log of the exponential (an operation and its backward on every step)."""
     exp_argument = getattr(scale_argument, "exp_argument", None)
@@ -124,10 +126,12 @@ def remember_log_scale(normal: Normal, scale_argument: Any) -> None:
         return
     log_scale = exp_argument()
     if log_scale is not None and log_scale.shape == normal.scale.shape:
-        normal.__dict__["_borch_log_scale"] = log_scale
+        memo(normal).log_scale = log_scale
 
 
 def log_scale_of(normal: Normal) -> Tensor:
     """``normal.scale.log()``, or the ``log_scale`` it was built from."""
-    log_scale = normal.__dict__.get("_borch_log_scale")
-    return normal.scale.log() if log_scale is None else log_scale
+    record = recall(normal)
+    if record is None or record.log_scale is None:
+        return normal.scale.log()
+    return record.log_scale

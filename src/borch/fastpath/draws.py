@@ -15,15 +15,20 @@ unmodified (its version counter unchanged), and ``None`` otherwise.
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, LogNormal, Normal
 
-__all__ = ["draw", "log_of", "standard_noise"]
+from borch.fastpath.memo import (
+    memo,
+    recall,
+    recall_log,
+    remember_log,
+    stamp,
+    still_current,
+)
 
-_DRAW = "_borch_draw"
+__all__ = ["draw", "log_of", "standard_noise"]
 
 
 def draw(distribution: Distribution) -> Tensor:
@@ -43,12 +48,12 @@ def draw(distribution: Distribution) -> Tensor:
     elif kind is LogNormal:
         log_value, noise = _normal_draw(distribution.base_dist)
         value = log_value.exp()
-        _remember_log(value, log_value)
+        remember_log(value, log_value)
     elif distribution.has_rsample:
         return distribution.rsample()
     else:
         return distribution.sample()
-    distribution.__dict__[_DRAW] = (value, value._version, noise)
+    memo(distribution).draw = (stamp(value), noise)
     return value
 
 
@@ -68,37 +73,13 @@ def _normal_draw(normal: Normal) -> tuple[Tensor, Tensor]:
 def standard_noise(distribution: Distribution, value: Tensor) -> Tensor | None:
     """The standard Normal noise ``value`` was drawn with by ``distribution`` (for a
     LogNormal, the noise of ``log(value)``), or ``None`` if it was not its draw."""
-    remembered = distribution.__dict__.get(_DRAW)
-    if remembered is None:
+    record = recall(distribution)
+    if record is None or not still_current(record.draw, value):
         return None
-    drawn, version, noise = remembered
-    if drawn is not value or value._version != version:
-        return None
-    return noise
+    return record.draw[1]
 
 
 def log_of(value: Tensor) -> Tensor | None:
     """``log(value)`` of a LogNormal draw (the Normal draw it exponentiates), else
     ``None``."""
-    remembered = _LOGS.get(id(value))
-    if remembered is None:
-        return None
-    drawn, version, log_value = remembered
-    if drawn() is not value or value._version != version:
-        return None
-    return log_value
-
-
-# Kept beside the draws rather than on them, so that a draw a user saves or copies
-# carries nothing of borch's; an entry goes when its draw is freed.
-_LOGS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
-
-
-def _remember_log(value: Tensor, log_value: Tensor) -> None:
-    key = id(value)
-
-    def forget(reference: weakref.ref) -> None:
-        if _LOGS.get(key, (None,))[0] is reference:
-            del _LOGS[key]
-
-    _LOGS[key] = (weakref.ref(value, forget), value._version, log_value)
+    return recall_log(value)

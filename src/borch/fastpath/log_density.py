@@ -6,7 +6,7 @@ backward pass, so the operation count is the step's cost on small models.
 :func:`log_density` computes the same values as ``distribution.log_prob(value)`` with
 fewer operations, and remembers ``log(scale)`` of distributions whose scale is a
 constant (priors with number arguments are shared between steps). At a draw it made
-itself (:mod:`borch.distributions.draws`), a Normal's density comes from the
+itself (:mod:`borch.fastpath.draws`), a Normal's density comes from the
 remembered noise. Distributions that validate their samples, and every other family,
 go to ``log_prob`` unchanged.
 """
@@ -20,14 +20,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
-from borch.distributions.construction import log_scale_of
-from borch.distributions.draws import log_of, standard_noise
+from borch.fastpath.construction import log_scale_of
+from borch.fastpath.draws import log_of, standard_noise
+from borch.fastpath.memo import constant, memo, recall, stamp, still_current
 
 __all__ = ["log_density"]
 
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 _SQRT_TWO = math.sqrt(2.0)
-_NEGATIVE_HALF_LOG_TWO_PI: dict[tuple[torch.dtype, torch.device], Tensor] = {}
 
 
 def log_density(distribution: Distribution, value: Tensor) -> Tensor:
@@ -84,31 +84,25 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
 def _standard(noise: Tensor) -> Tensor:
     """The standard Normal log-density of ``noise`` (which carries no gradient), in
     one operation."""
-    key = (noise.dtype, noise.device)
-    constant = _NEGATIVE_HALF_LOG_TWO_PI.get(key)
-    if constant is None:
-        constant = torch.tensor(
-            -_HALF_LOG_TWO_PI, dtype=noise.dtype, device=noise.device
-        )
-        _NEGATIVE_HALF_LOG_TWO_PI[key] = constant
-    return torch.addcmul(constant, noise, noise, value=-0.5)
+    offset = constant(-_HALF_LOG_TWO_PI, noise.dtype, noise.device)
+    return torch.addcmul(offset, noise, noise, value=-0.5)
 
 
 def _constant_scale_terms(normal: Normal, scale: Tensor) -> tuple[Tensor, Tensor]:
-    cached = normal.__dict__.get("_borch_scale_terms")
-    if cached is not None and cached[0] is scale and cached[1] == scale._version:
-        return cached[2]
+    record = recall(normal)
+    if record is not None and still_current(record.scale_terms, scale):
+        return record.scale_terms[1]
     terms = (-(scale.log() + _HALF_LOG_TWO_PI), (scale * _SQRT_TWO).reciprocal())
-    normal.__dict__["_borch_scale_terms"] = (scale, scale._version, terms)
+    memo(normal).scale_terms = (stamp(scale), terms)
     return terms
 
 
 def _is_constant_zero(normal: Normal, loc: Tensor) -> bool:
     if loc.requires_grad:
         return False
-    cached = normal.__dict__.get("_borch_zero_loc")
-    if cached is not None and cached[0] is loc and cached[1] == loc._version:
-        return cached[2]
+    record = recall(normal)
+    if record is not None and still_current(record.zero_loc, loc):
+        return record.zero_loc[1]
     is_zero = not bool(loc.any())
-    normal.__dict__["_borch_zero_loc"] = (loc, loc._version, is_zero)
+    memo(normal).zero_loc = (stamp(loc), is_zero)
     return is_zero
