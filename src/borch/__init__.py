@@ -33,12 +33,14 @@ Example:
     2
 """
 
-from borch import distributed, distributions, infer, metrics, posterior
+from borch import distributed, distributions, handlers, infer, metrics, nn, posterior
 from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
+from borch.handlers import mask, scale
 from borch.module import Module
 from borch.optimizer_collection import OptimizersCollection
 from borch.random_variable import RandomVariable, RVPair
+from borch.sites import Site, sites
 from borch.tensor_like import as_tensor
 from borch.traversal import (
     named_random_variables,
@@ -58,20 +60,26 @@ __all__ = [
     "OptimizersCollection",
     "RVPair",
     "RandomVariable",
+    "Site",
     "Transform",
     "as_tensor",
     "condition",
     "distributed",
     "distributions",
+    "handlers",
     "infer",
+    "mask",
     "metrics",
     "named_random_variables",
+    "nn",
     "posterior",
     "pq_dict",
     "pq_to_infer",
     "random_variables",
     "sample",
+    "scale",
     "set_posteriors",
     "simulate_observed",
+    "sites",
     "validate_args",
 ]

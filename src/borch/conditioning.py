@@ -61,16 +61,11 @@ def condition(model: nn.Module, values: Mapping[str, Tensor]) -> Iterator[None]:
                     f"condition: value of '{key}' must be a tensor, got "
                     f"{type(value).__name__}"
                 )
-            conditioned = owner.__dict__["_conditioned"]
-            previous.append((conditioned, name, conditioned.get(name)))
-            conditioned[name] = value
+            previous.append((owner, name, owner.set_condition(name, value)))
         yield
     finally:
-        for conditioned, name, old in reversed(previous):
-            if old is None:
-                conditioned.pop(name, None)
-            else:
-                conditioned[name] = old
+        for owner, name, old in reversed(previous):
+            owner.set_condition(name, old)
 
 
 @contextlib.contextmanager
@@ -94,14 +89,14 @@ def simulate_observed(model: nn.Module) -> Iterator[None]:
         tensor([0., 0., 0.])
     """
     modules = list(borch_modules(model))
-    previous = [module.__dict__["_simulate_observed"] for module in modules]
+    previous = []
     try:
         for module in modules:
-            module.__dict__["_simulate_observed"] = True
+            previous.append(module.set_simulate_observed(True))
         yield
     finally:
         for module, old in zip(modules, previous):
-            module.__dict__["_simulate_observed"] = old
+            module.set_simulate_observed(old)
 
 
 __all__ = ["condition", "resolve_variable", "simulate_observed"]

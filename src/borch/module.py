@@ -30,11 +30,12 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from torch import Tensor, nn
 
+from borch.handlers import SiteContext, current_context
 from borch.posterior import Automatic, Posterior
 from borch.random_variable import RandomVariable, RVPair
 from borch.validation import check_observed_value, validation_enabled
@@ -59,29 +60,12 @@ class Observed(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the observed container is not called")
 
-    def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
-    ):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for key, value in state_dict.items():
             name = key[len(prefix) :]
             if key.startswith(prefix) and "." not in name and name not in self._buffers:
                 self._buffers[name] = value.clone()
-        super()._load_from_state_dict(
-            state_dict,
-            prefix,
-            local_metadata,
-            strict,
-            missing_keys,
-            unexpected_keys,
-            error_msgs,
-        )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class Module(nn.Module):
@@ -118,18 +102,7 @@ class Module(nn.Module):
 
     def __init__(self, posterior: Posterior | None = None) -> None:
         super().__init__()
-        if posterior is None:
-            posterior = Automatic()
-        elif isinstance(posterior, type) and issubclass(posterior, Posterior):
-            raise TypeError(
-                f"posterior must be an instance, e.g. posterior={posterior.__name__}()"
-            )
-        elif not isinstance(posterior, Posterior):
-            raise TypeError(
-                "posterior must be a borch.posterior.Posterior, got "
-                f"{type(posterior).__name__}"
-            )
-        self.posterior = posterior
+        self.posterior = check_posterior(posterior, Automatic)
         self.prior = Priors()
         self.observed = Observed()
         self.__dict__["_used"] = {}
@@ -176,7 +149,7 @@ class Module(nn.Module):
                 prior._distribution_now()
             if approximation is None:
                 modules["posterior"].set_random_variable(name, prior)
-        state["_used"][name] = None
+        state["_used"][name] = current_context()
 
     def _check_name_free(self, name: str, modules: dict) -> None:
         if name in RESERVED_NAMES:
@@ -230,7 +203,9 @@ class Module(nn.Module):
         return nn.Module.__getattr__(self, name)
 
     def _current_value(self, name: str, prior: RandomVariable, modules: dict) -> Tensor:
-        self.__dict__["_used"][name] = None
+        used = self.__dict__["_used"]
+        if name not in used:
+            used[name] = current_context()
         return self._resolve(name, prior, modules)[2]
 
     def _resolve(
@@ -256,6 +231,67 @@ class Module(nn.Module):
         if approximation is None:
             approximation = posterior.set_random_variable(name, prior)
         return approximation, False, approximation.tensor
+
+    # ------------------------------------------------------------ record of use
+    def mark_used(self, name: str, context: SiteContext | None = None) -> None:
+        """Record that the model used variable ``name`` in this run (layers that
+        read a variable's distribution instead of its value call this)."""
+        if name not in self._modules["prior"]._modules:
+            raise KeyError(f"{type(self).__name__} has no random variable '{name}'")
+        used = self.__dict__["_used"]
+        if name not in used:
+            used[name] = current_context() if context is None else context
+
+    def forget_use(self) -> None:
+        """Start a new record of use (:func:`borch.sample` calls this)."""
+        self.__dict__["_used"].clear()
+
+    def used(self) -> list[tuple]:
+        """``(name, prior, approximation or None, observed, value, handlers in
+        force)`` of each variable used since the record was last started, in the
+        order of first use (an approximation missing for a latent one is created).
+        :func:`borch.sites` reads this."""
+        modules = self._modules
+        priors = modules["prior"]._modules
+        found = []
+        for name, context in self._used.items():
+            prior = priors.get(name)
+            if prior is not None:
+                found.append(
+                    (name, prior, *self._resolve(name, prior, modules), context)
+                )
+        return found
+
+    def resolve(self, name: str) -> tuple[RandomVariable | None, bool, Tensor]:
+        """``(approximation or None, observed, value)`` of variable ``name`` now,
+        creating its approximation if it has none yet (without marking it used)."""
+        modules = self._modules
+        prior = modules["prior"]._modules.get(name)
+        if prior is None:
+            raise KeyError(f"{type(self).__name__} has no random variable '{name}'")
+        return self._resolve(name, prior, modules)
+
+    def is_given(self, name: str) -> bool:
+        """Whether ``name`` is data now: observed or conditioned on."""
+        return name in self._conditioned or name in self._modules["observed"]._buffers
+
+    def set_condition(self, name: str, value: Tensor | None) -> Tensor | None:
+        """Condition ``name`` on ``value`` (``None`` removes the condition); returns
+        the previous value. :func:`borch.condition` is the way to use this."""
+        conditioned = self.__dict__["_conditioned"]
+        previous = conditioned.get(name)
+        if value is None:
+            conditioned.pop(name, None)
+        else:
+            conditioned[name] = value
+        return previous
+
+    def set_simulate_observed(self, flag: bool) -> bool:
+        """Draw observed variables from their likelihood while ``flag`` is true;
+        returns the previous flag. :func:`borch.simulate_observed` uses this."""
+        previous = self.__dict__["_simulate_observed"]
+        self.__dict__["_simulate_observed"] = bool(flag)
+        return previous
 
     def __delattr__(self, name: str) -> None:
         priors = self._modules["prior"]._modules if "prior" in self._modules else {}
@@ -341,34 +377,99 @@ class Module(nn.Module):
         super().__setstate__(state)
 
 
-def borch_modules(module: nn.Module) -> Iterator[Module]:
-    """Every :class:`Module` in ``module``'s tree (itself included), each once.
+def attach_borch_state(module: nn.Module, posterior: Posterior | None = None) -> None:
+    """Give a torch module the state ``borch.Module.__init__`` creates (prior,
+    posterior and observed children first, then its own), keeping what it has."""
+    # Grafting onto a torch module works on nn.Module's own dicts: there is no
+    # public way to reorder children.
+    clash = [name for name in RESERVED_NAMES if name in module.__dict__["_modules"]]
+    if clash or any(name in module.__dict__ for name in RESERVED_NAMES):
+        name = (
+            clash[0]
+            if clash
+            else next(n for n in RESERVED_NAMES if n in module.__dict__)
+        )
+        raise ValueError(
+            f"{type(module).__name__} has an attribute named {name!r}, which "
+            "borch.Module reserves; rename it before converting the module"
+        )
+    scratch = Module(posterior=posterior)
+    state = module.__dict__
+    for key, value in scratch.__dict__.items():
+        if key not in state:
+            state[key] = value
+    state["_modules"] = {**scratch.__dict__["_modules"], **state["_modules"]}
+
+
+def check_posterior(
+    posterior: Posterior | None, default: Callable[[], Posterior]
+) -> Posterior:
+    """``posterior``, or ``default()`` for ``None``; a clear error for anything that
+    is not a :class:`~borch.posterior.Posterior` instance."""
+    if posterior is None:
+        return default()
+    if isinstance(posterior, type) and issubclass(posterior, Posterior):
+        raise TypeError(
+            f"posterior must be an instance, e.g. posterior={posterior.__name__}()"
+        )
+    if not isinstance(posterior, Posterior):
+        raise TypeError(
+            "posterior must be a borch.posterior.Posterior, got "
+            f"{type(posterior).__name__}"
+        )
+    return posterior
+
+
+def named_borch_modules(module: nn.Module) -> Iterator[tuple[str, Module]]:
+    """``(qualified path, module)`` of every :class:`Module` in ``module``'s tree
+    (itself included, path ``""``), each once, depth first in the order of
+    ``named_modules``.
 
     The prior, posterior and observed containers are not searched: they hold random
     variables, not models.
     """
     seen: set[int] = set()
-    stack = [module]
+    stack: list[tuple[str, nn.Module]] = [("", module)]
     while stack:
-        current = stack.pop()
+        path, current = stack.pop()
         if id(current) in seen:
             continue
         seen.add(id(current))
         if isinstance(current, Module):
-            yield current
+            yield path, current
             children = [
-                child
+                (key, child)
                 for key, child in current._modules.items()
                 if key not in RESERVED_NAMES
             ]
         elif isinstance(current, (RandomVariable, Posterior)):
             continue
         else:
-            children = list(current._modules.values())
-        stack.extend(reversed([child for child in children if child is not None]))
+            children = list(current._modules.items())
+        prefix = f"{path}." if path else ""
+        stack.extend(
+            reversed(
+                [(prefix + key, child) for key, child in children if child is not None]
+            )
+        )
 
 
-__all__ = ["RESERVED_NAMES", "Module", "Observed", "Priors", "borch_modules"]
+def borch_modules(module: nn.Module) -> Iterator[Module]:
+    """Every :class:`Module` in ``module``'s tree, as :func:`named_borch_modules`."""
+    for _, borch_module in named_borch_modules(module):
+        yield borch_module
+
+
+__all__ = [
+    "RESERVED_NAMES",
+    "Module",
+    "Observed",
+    "Priors",
+    "attach_borch_state",
+    "borch_modules",
+    "check_posterior",
+    "named_borch_modules",
+]
 
 
 def _same_support(a: Any, b: Any) -> bool:

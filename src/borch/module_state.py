@@ -38,3 +38,6 @@ def init_module_state(module: nn.Module) -> None:
     state = module.__dict__
     for key, container, value in _FRESH:
         state[key] = container() if container is not None else value
+
+
+__all__ = ["TEMPLATE_IS_SAFE", "init_module_state"]

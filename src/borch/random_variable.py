@@ -20,7 +20,8 @@ draws. Neither cache is part of the state dict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from numbers import Number
 from typing import Any, ClassVar, NamedTuple
@@ -31,8 +32,8 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.distributions.construction import construct, remember_log_scale
-from borch.distributions.draws import draw
+from borch.fastpath.construction import construct, remember_log_scale
+from borch.fastpath.draws import draw
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
@@ -233,7 +234,7 @@ class RandomVariable(TensorLike, nn.Module):
         _ = self.tensor  # redraw first if stale, so dependants see the new generation
         return self._generation
 
-    def _invalidate_for_new_draw(self) -> None:
+    def discard_value(self) -> None:
         """Redraw on next use, with distributions that need gradients rebuilt (a
         fresh autograd graph per draw), here and in the variables this one uses."""
         state = self.__dict__
@@ -241,9 +242,9 @@ class RandomVariable(TensorLike, nn.Module):
         if state["_needs_grad"]:
             state["_dist"] = None
         for rv in state["_watched_rvs"]:
-            rv._invalidate_for_new_draw()
+            rv.discard_value()
         for rv in state["_watched_dists"]:
-            rv._invalidate_for_new_draw()
+            rv.discard_value()
 
     def _invalidate(self, value: bool = True, distribution: bool = True) -> None:
         if distribution:
@@ -389,6 +390,12 @@ class RandomVariable(TensorLike, nn.Module):
     @tensor.setter
     def tensor(self, value: Any) -> None:
         self._set_value(as_tensor(value), self._current_key(), explicit=True)
+
+    @property
+    def last_value(self) -> Tensor | None:
+        """The value drawn or set last, or ``None``; unlike :attr:`tensor` it never
+        draws (even when the value is stale)."""
+        return self._value
 
     def _set_value(self, value: Tensor, key: Any, explicit: bool = False) -> Tensor:
         state = self.__dict__
@@ -568,10 +575,22 @@ def _short(value: Any) -> str:
 
 
 #: ``(number of particles, batch dims)`` while drawing several particles at once
-#: (see ``borch.infer.particles``); ``None`` otherwise.
+#: (see ``borch.infer.variational.particles``); ``None`` otherwise.
 _PARTICLES: ContextVar[tuple[int, int] | None] = ContextVar(
     "borch_particles", default=None
 )
+
+
+@contextlib.contextmanager
+def particles(count: int, batch_dims: int) -> Iterator[None]:
+    """Inside the block, every draw is ``count`` draws at once, in dimension
+    ``-(batch_dims + 1)`` of the value (multi-sample ELBOs, vectorised predictive
+    sampling)."""
+    token = _PARTICLES.set((count, batch_dims))
+    try:
+        yield
+    finally:
+        _PARTICLES.reset(token)
 
 
 def _draw_particles(
@@ -645,4 +664,4 @@ class RVPair(NamedTuple):
     approximation: RandomVariable
 
 
-__all__ = ["RVPair", "RandomVariable", "validate_args"]
+__all__ = ["RVPair", "RandomVariable", "particles", "validate_args"]

@@ -8,9 +8,11 @@ from typing import Any
 
 from torch import nn
 
+from borch.handlers import is_weighted
 from borch.module import Module, borch_modules
 from borch.posterior import Posterior
 from borch.random_variable import RandomVariable
+from borch.sites import sites
 
 
 def sample(module: nn.Module, posterior: bool = True, prior: bool = False) -> None:
@@ -32,21 +34,22 @@ def sample(module: nn.Module, posterior: bool = True, prior: bool = False) -> No
         False
     """
     for borch_module in borch_modules(module):
-        borch_module._used.clear()
+        borch_module.forget_use()
         if posterior:
-            _redraw(borch_module._modules["posterior"])
+            _redraw(borch_module.posterior)
         if prior:
-            _redraw(borch_module._modules["prior"])
+            _redraw(borch_module.prior)
 
 
 def _redraw(container: nn.Module) -> None:
-    for rv in container._modules.values():
+    for rv in container.children():
         if isinstance(rv, RandomVariable):
-            rv._invalidate_for_new_draw()
+            rv.discard_value()
 
 
 def pq_dict(module: nn.Module) -> list[dict[str, Any]]:
-    """One entry per variable used since the last :func:`sample`.
+    """One entry per variable used since the last :func:`sample` (an adapter of
+    :func:`borch.sites` in the original borch's layout).
 
     Each entry has the ``prior`` and ``posterior`` random variables (``posterior`` is
     ``None`` for observed variables), whether it is ``observed``, and its ``value``.
@@ -59,32 +62,26 @@ def pq_dict(module: nn.Module) -> list[dict[str, Any]]:
         >>> list(pq_dict(model)[0])
         ['prior', 'posterior', 'observed', 'value']
     """
-    entries = []
-    for borch_module in borch_modules(module):
-        modules = borch_module._modules
-        priors = modules["prior"]._modules
-        for name in borch_module._used:
-            prior = priors.get(name)
-            if prior is None:
-                continue
-            approximation, observed, value = borch_module._resolve(name, prior, modules)
-            entries.append(
-                {
-                    "prior": prior,
-                    "posterior": approximation,
-                    "observed": observed,
-                    "value": value,
-                }
-            )
-    return entries
+    return [
+        {
+            "prior": site.prior,
+            "posterior": site.approximation,
+            "observed": site.observed,
+            "value": site.value,
+        }
+        for site in sites(module)
+    ]
 
 
 def pq_to_infer(module: nn.Module) -> dict[str, list]:
-    """The arguments of the losses in :mod:`borch.infer`, for what ``module`` used.
+    """The arguments of the losses in :mod:`borch.infer`, for what ``module`` used
+    (an adapter of :func:`borch.sites`).
 
     Returns ``dict(p_dists=..., q_dists=..., values=..., observed=...)``: the prior
     and approximating ``torch.distributions`` objects (``None`` as the approximation
     of an observed variable), the values (observed or drawn) and the observed flags.
+    When a handler (:func:`borch.scale`, :func:`borch.mask`) marked any variable, it
+    also has ``scales`` and ``masks``, one per variable, which every loss accepts.
 
     Example:
         >>> import torch
@@ -99,29 +96,20 @@ def pq_to_infer(module: nn.Module) -> dict[str, list]:
         [False, True]
         >>> loss = borch.infer.vi_loss(**infer)
     """
-    p_dists, q_dists, values, observed = [], [], [], []
-    for borch_module in borch_modules(module):
-        modules = borch_module._modules
-        priors = modules["prior"]._modules
-        for name in borch_module._used:
-            prior = priors.get(name)
-            if prior is None:
-                continue
-            approximation, is_observed, value = borch_module._resolve(
-                name, prior, modules
-            )
-            values.append(value)
-            p_dists.append(prior._distribution_now())
-            q_dists.append(
-                None if approximation is None else approximation._distribution_now()
-            )
-            observed.append(is_observed)
-    return {
-        "p_dists": p_dists,
-        "q_dists": q_dists,
-        "values": values,
-        "observed": observed,
+    found = sites(module)
+    inputs = {
+        "p_dists": [site.prior.distribution for site in found],
+        "q_dists": [
+            None if site.approximation is None else site.approximation.distribution
+            for site in found
+        ],
+        "values": [site.value for site in found],
+        "observed": [site.observed for site in found],
     }
+    if any(is_weighted(site.scale, site.mask) for site in found):
+        inputs["scales"] = [site.scale for site in found]
+        inputs["masks"] = [site.mask for site in found]
+    return inputs
 
 
 def named_random_variables(
@@ -144,7 +132,7 @@ def named_random_variables(
         for container_name, wanted in (("posterior", posterior), ("prior", prior)):
             if not wanted:
                 continue
-            for name, rv in child._modules[container_name]._modules.items():
+            for name, rv in getattr(child, container_name).named_children():
                 if isinstance(rv, RandomVariable):
                     yield f"{prefix}{container_name}.{name}", rv
 
@@ -180,8 +168,8 @@ def set_posteriors(
         if not isinstance(module, Module):
             return
         new_posterior = posterior_creator()
-        observed = module._modules["observed"]._buffers
-        for name, prior in module._modules["prior"]._modules.items():
+        observed = dict(module.observed.named_buffers())
+        for name, prior in module.prior.named_children():
             if name not in observed:
                 new_posterior.set_random_variable(name, prior)
         module.posterior = new_posterior

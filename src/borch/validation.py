@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from numbers import Number
 
+import numpy as np
 import torch
 from torch.distributions import constraints
 
@@ -21,6 +22,42 @@ _VALIDATE_ARGS: ContextVar[bool | None] = ContextVar(
     "borch_validate_args", default=None
 )
 DEFAULT_VALIDATE_ARGS = True
+
+
+def check_count(
+    name: str, value: object, minimum: int = 1, allow_none: bool = False
+) -> int | None:
+    """``value`` as an int if it is a whole number (Python or numpy, not a bool) of at
+    least ``minimum``; ``None`` passes when ``allow_none``. The one validator of
+    counts, sizes and seeds in borch.
+
+    Example:
+        >>> check_count("num_samples", 10)
+        10
+        >>> check_count("num_samples", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_samples must be a positive int, got 0
+        >>> check_count("warmup", 2.5, minimum=0)
+        Traceback (most recent call last):
+        ...
+        TypeError: warmup must be a non-negative int, got 2.5
+    """
+    if value is None and allow_none:
+        return None
+    if minimum == 1:
+        wanted = "a positive int"
+    elif minimum == 0:
+        wanted = "a non-negative int"
+    else:
+        wanted = f"an int >= {minimum}"
+    if allow_none:
+        wanted += " or None"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {wanted}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {wanted}, got {value!r}")
+    return int(value)
 
 
 def check_flag(value: object, name: str = "validate_args") -> bool | None:
@@ -156,3 +193,15 @@ def check_observed_value(name: str, value: torch.Tensor) -> None:
                 f"{bad}); clean the data, or wrap the call in "
                 "`with borch.validate_args(False):` to accept it"
             )
+
+
+__all__ = [
+    "DEFAULT_VALIDATE_ARGS",
+    "check_count",
+    "check_flag",
+    "check_observed_value",
+    "number_satisfies",
+    "validate_args",
+    "validation_enabled",
+    "violated_arguments",
+]

@@ -94,6 +94,26 @@ class Posterior(nn.Module):
         """The approximating variable of ``name``, or ``None`` if there is none yet."""
         return self._modules.get(name)
 
+    def names(self) -> list[str]:
+        """The names that have an approximating variable, in order of creation."""
+        return list(self._modules)
+
+    def pending_state(self) -> dict[str, dict]:
+        """Loaded state kept for approximating variables not created yet, by name
+        (a copy)."""
+        return {name: dict(state) for name, state in self._pending_state.items()}
+
+    def remove_approximation(
+        self, name: str, pending: dict | None = None
+    ) -> RandomVariable | None:
+        """Drop the approximating variable of ``name`` (it is created again on next
+        use); ``pending`` is loaded state to apply to that new one. Returns the one
+        dropped."""
+        removed = self._modules.pop(name, None)
+        if pending is not None:
+            self._pending_state[name] = dict(pending)
+        return removed
+
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, RandomVariable):
             value.__dict__["_name"] = name
@@ -118,23 +138,10 @@ class Posterior(nn.Module):
         )
 
     def _load_from_state_dict(
-        self,
-        state_dict,
-        prefix,
-        local_metadata,
-        strict,
-        missing_keys,
-        unexpected_keys,
-        error_msgs,
+        self, state_dict, prefix, metadata, strict, missing, unexpected_keys, errors
     ):
         super()._load_from_state_dict(
-            state_dict,
-            prefix,
-            local_metadata,
-            strict,
-            missing_keys,
-            unexpected_keys,
-            error_msgs,
+            state_dict, prefix, metadata, strict, missing, unexpected_keys, errors
         )
         for key in list(state_dict):
             if not key.startswith(prefix):
@@ -167,3 +174,6 @@ def _load_pending(name: str, approximation: RandomVariable, state: dict) -> None
             f"the loaded state of '{name}' does not fit the approximating variable "
             f"the posterior created ({approximation!r}): {error}"
         ) from None
+
+
+__all__ = ["Posterior"]
