@@ -11,12 +11,10 @@ log-density or observed likelihood is not finite, and every non-finite parameter
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
-from borch.module import Module
+from borch.sites import sites
 
 __all__ = [
     "NonFiniteError",
@@ -95,55 +93,45 @@ def nonfinite_report(model: nn.Module) -> list[str]:
         if not bool(torch.isfinite(param.detach()).all())
     ]
     with torch.no_grad():
-        for name, prior, approximation, observed, value in _used_variables(model):
-            kind = "observed value" if observed else "value"
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        for site in sites(model):
+            name, value = site.name, site.value
+            kind = "observed value" if site.observed else "value"
+            if value.is_floating_point() and not bool(
+                torch.isfinite(_kept(value, site.mask)).all()
+            ):
                 lines.append(f"{kind} of '{name}' {_describe(value)}")
-            prior_term = "likelihood" if observed else "prior log-density"
-            lines += _check_log_prob(name, prior_term, prior, value)
-            if approximation is not None:
+            prior_term = "likelihood" if site.observed else "prior log-density"
+            lines += _check_log_prob(name, prior_term, site.prior, value, site.mask)
+            if site.approximation is not None:
                 lines += _check_log_prob(
-                    name, "approximation log-density", approximation, value
+                    name,
+                    "approximation log-density",
+                    site.approximation,
+                    value,
+                    site.mask,
                 )
     return lines
 
 
-def _used_variables(model: nn.Module) -> Iterator[tuple]:
-    """``(qualified name, prior, approximation or None, observed, value)``; creates
-    nothing (a variable without an approximation yet is skipped)."""
-    for path, module in model.named_modules():
-        if not isinstance(module, Module):
-            continue
-        modules = module._modules
-        prefix = f"{path}." if path else ""
-        for name in module._used:
-            prior = modules["prior"]._modules.get(name)
-            if prior is None:
-                continue
-            observed_value = modules["observed"]._buffers.get(name)
-            conditioned = module.__dict__["_conditioned"] or {}
-            if name in conditioned:
-                yield prefix + name, prior, None, True, conditioned[name]
-            elif observed_value is not None:
-                yield prefix + name, prior, None, True, observed_value
-            else:
-                approximation = modules["posterior"]._modules.get(name)
-                if approximation is not None:
-                    yield (
-                        prefix + name,
-                        prior,
-                        approximation,
-                        False,
-                        approximation.tensor,
-                    )
+def _kept(tensor: Tensor, mask: Tensor | None) -> Tensor:
+    """The elements a mask keeps (masked elements count for nothing in a loss);
+    all of them when ``mask`` does not fit ``tensor``'s shape."""
+    if mask is None:
+        return tensor
+    try:
+        return tensor[mask.expand_as(tensor)]
+    except RuntimeError:
+        return tensor
 
 
-def _check_log_prob(name: str, term: str, variable, value: Tensor) -> list[str]:
+def _check_log_prob(
+    name: str, term: str, variable, value: Tensor, mask: Tensor | None = None
+) -> list[str]:
     try:
         log_density = variable.distribution.log_prob(value)
     except (ValueError, RuntimeError) as error:
         return [f"{term} of '{name}' could not be evaluated ({error})"]
-    if bool(torch.isfinite(log_density).all()):
+    if bool(torch.isfinite(_kept(log_density, mask)).all()):
         return []
     return [f"{term} of '{name}' at its value {_describe(log_density)}"]
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from borch.metrics import classification, regression, uncertainty
-from borch.module import Module
+from borch.sites import sites
 
 CLASSIFICATION = {
     "accuracy": classification.accuracy,
@@ -78,20 +78,15 @@ def module_metrics(module: nn.Module) -> dict[str, dict[str, Callable]]:
             f"module_metrics: module must be a torch.nn.Module, got "
             f"{type(module).__name__}"
         )
-    found = {}
-    for path, owner in module.named_modules():
-        if not isinstance(owner, Module):
-            continue
-        priors = owner._modules["prior"]._modules
-        for name, _ in owner.observed.named_buffers(recurse=False):
-            prior = priors.get(name)
-            if prior is not None:
-                key = f"{path}.{name}" if path else name
-                found[key] = metrics_for(prior.distribution)
+    found = {
+        site.name: metrics_for(site.prior.distribution)
+        for site in sites(module)
+        if site.observed
+    }
     if not found:
         raise ValueError(
-            "module_metrics: the model has no observed variable with a likelihood; "
-            "observe data and run the model once first"
+            "module_metrics: the model used no observed variable since the last "
+            "borch.sample; observe data and run the model once first"
         )
     return found
 

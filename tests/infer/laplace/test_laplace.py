@@ -9,9 +9,9 @@ import borch
 from borch import distributions as dist
 from borch import posterior
 from borch.infer import Laplace, laplace_posterior
-from borch.infer.laplace import _row_by_row, hessian
+from borch.infer.laplace.approximation import _row_by_row, hessian
+from tests.infer.hmc.test_model_conversion import Network
 from tests.infer.models import linear_regression
-from tests.infer.test_model_conversion import Network
 
 
 def fit_map(model, args, steps=3):

@@ -266,7 +266,7 @@ def test_vectorize_does_not_warn_for_a_broadcasting_model():
     ("kwargs", "error", "match"),
     [
         ({"num_samples": 0}, ValueError, "num_samples"),
-        ({"num_samples": 2.5}, ValueError, "num_samples"),
+        ({"num_samples": 2.5}, TypeError, "num_samples"),
         ({"num_samples": None}, ValueError, "num_samples"),
         ({"posterior_samples": [1, 2]}, TypeError, "posterior_samples"),
         ({"posterior_samples": {}}, ValueError, "posterior_samples"),

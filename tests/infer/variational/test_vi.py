@@ -15,6 +15,7 @@ import torch.distributions as td
 import borch
 from borch import distributions as dist
 from borch import infer
+from borch.fastpath.memo import recall
 
 N_DRAWS = 2000
 
@@ -288,7 +289,7 @@ def test_posterior_normals_use_their_log_scale_exactly():
     model = borch.Module(posterior=borch.posterior.Normal(log_scale=-1.0))
     model.w = dist.Normal(torch.zeros(3), 2.0)
     q = model.posterior.w.distribution
-    assert q.__dict__["_borch_log_scale"] is model.posterior.w.scale.exp_argument()
+    assert recall(q).log_scale is model.posterior.w.scale.exp_argument()
     value = model.posterior.w.tensor.detach()
     for loss_fn, reference_fn in [
         (

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from borch.infer.model_conversion import point_mass_of, qualified_names
-from borch.infer.potential import check_parameters
-from borch.traversal import pq_dict
+from borch.infer.hmc.model_conversion import point_mass_of
+from borch.infer.hmc.potential import check_parameters
+from borch.sites import sites
 
 #: Default floor of the Hessian's eigenvalues, relative to the largest one.
 RELATIVE_EIGENVALUE_FLOOR = 1e-6
@@ -333,16 +333,12 @@ def laplace_posterior(
         torch.Size([1000])
     """
     loss_closure()
-    names = qualified_names(model)
     latents = []
-    for entry in pq_dict(model):
-        if entry["observed"]:
+    for site in sites(model):
+        if site.observed:
             continue
-        point_mass_of(entry)
-        approximation = entry["posterior"]
-        latents.append(
-            (names.get(id(approximation), approximation.name), approximation)
-        )
+        point_mass_of(site)
+        latents.append((site.name, site.approximation))
     if not latents:
         raise ValueError(
             "the model used no latent random variables in loss_closure(): there is "

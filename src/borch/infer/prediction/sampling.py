@@ -29,9 +29,11 @@ import torch
 from torch import Tensor, nn
 
 from borch.conditioning import condition, resolve_variable, simulate_observed
-from borch.module import Module
-from borch.random_variable import _PARTICLES
+from borch.module import borch_modules
+from borch.random_variable import particles
+from borch.sites import sites
 from borch.traversal import sample
+from borch.validation import check_count
 
 #: The key of the model's stacked return value in the result of :func:`predictive`.
 RETURN = "_return"
@@ -111,14 +113,7 @@ def predictive(
         )
     draws, count = _posterior_draws(posterior_samples, num_samples)
     wanted = _check_return_sites(return_sites)
-    if (
-        not isinstance(batch_dims, int)
-        or isinstance(batch_dims, bool)
-        or batch_dims < 0
-    ):
-        raise ValueError(
-            f"predictive: batch_dims must be a non-negative int, got {batch_dims!r}"
-        )
+    batch_dims = check_count("batch_dims", batch_dims, minimum=0)
     run = _Runner(model, args, kwargs, draws, wanted)
     with _prediction_mode(model):
         result = None
@@ -140,14 +135,7 @@ def _posterior_draws(
     posterior_samples: Any, num_samples: int | None
 ) -> tuple[dict[str, Tensor] | None, int]:
     """The draws to condition on, flattened over chains and thinned, and their count."""
-    if num_samples is not None and (
-        not isinstance(num_samples, int)
-        or isinstance(num_samples, bool)
-        or num_samples < 1
-    ):
-        raise ValueError(
-            f"predictive: num_samples must be a positive int, got {num_samples!r}"
-        )
+    num_samples = check_count("num_samples", num_samples, minimum=1, allow_none=True)
     if posterior_samples is None:
         if num_samples is None:
             raise ValueError(
@@ -246,10 +234,10 @@ class _Runner:
         with condition(self.model, values or {}):
             sample(self.model, posterior=True, prior=True)
             output = self.model(*self.args, **self.kwargs)
-            sites = _used_values(self.model)
+            values = {site.name: site.value for site in sites(self.model)}
         if output is not None:
-            sites[RETURN] = output
-        return sites
+            values[RETURN] = output
+        return values
 
     def first_run(self) -> dict[str, Any]:
         """The first run, with gradients enabled: approximations the model has not
@@ -307,11 +295,8 @@ class _Runner:
         approximations = _approximation_state(self.model)
         try:
             values = self._batched_draws(count, batch_dims)
-            token = _PARTICLES.set((count, batch_dims))
-            try:
-                sites = self.select(self.run(values))
-            finally:
-                _PARTICLES.reset(token)
+            with particles(count, batch_dims):
+                drawn = self.select(self.run(values))
         except Exception as error:  # any failure: the loop gives the exact answer
             return None, (
                 f"the model failed with {count} draws in dimension "
@@ -326,7 +311,7 @@ class _Runner:
                 "pass (random control flow?)"
             )
         result = {}
-        for name, value in sites.items():
+        for name, value in drawn.items():
             batched = _unbatch(value, reference[name], count)
             if batched is _MISMATCH:
                 return None, (
@@ -346,7 +331,7 @@ class _Runner:
         laid_out = {}
         for key, value in self.draws.items():
             owner, name = resolve_variable(self.model, key)
-            batch = owner.prior._modules[name].distribution.batch_shape
+            batch = getattr(owner.prior, name).distribution.batch_shape
             if len(batch) > batch_dims:
                 raise ValueError(
                     f"'{key}' has {len(batch)} batch dimensions, more than "
@@ -357,34 +342,13 @@ class _Runner:
         return laid_out
 
 
-def _used_values(model: nn.Module) -> dict[str, Tensor]:
-    """``{qualified name: current value}`` of the variables used since the last draw."""
-    values = {}
-    for path, module in model.named_modules():
-        if not isinstance(module, Module):
-            continue
-        prefix = f"{path}." if path else ""
-        modules = module._modules
-        priors = modules["prior"]._modules
-        for name in module._used:
-            prior = priors.get(name)
-            if prior is not None:
-                values[prefix + name] = module._resolve(name, prior, modules)[2]
-    return values
-
-
 def _approximation_state(model: nn.Module) -> dict[int, tuple[set[str], dict]]:
     """Per borch module: the names of its approximations and the loaded state waiting
     for approximations not created yet."""
-    state = {}
-    for module in model.modules():
-        if isinstance(module, Module):
-            posterior = module._modules["posterior"]
-            state[id(module)] = (
-                set(posterior._modules),
-                dict(posterior._pending_state),
-            )
-    return state
+    return {
+        id(module): (set(module.posterior.names()), module.posterior.pending_state())
+        for module in borch_modules(model)
+    }
 
 
 def _drop_new_approximations(
@@ -394,15 +358,11 @@ def _drop_new_approximations(
     sample-shaped values), giving back any loaded state they took; return their
     names."""
     created = []
-    for module in model.modules():
-        if not isinstance(module, Module):
-            continue
+    for module in borch_modules(model):
         known, pending = before.get(id(module), (set(), {}))
-        posterior = module._modules["posterior"]
-        for name in [name for name in posterior._modules if name not in known]:
-            del posterior._modules[name]
-            if name in pending:
-                posterior._pending_state[name] = pending[name]
+        posterior = module.posterior
+        for name in [name for name in posterior.names() if name not in known]:
+            posterior.remove_approximation(name, pending.get(name))
             created.append(name)
     return created
 

@@ -28,20 +28,27 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from borch.distributions.construction import log_scale_of
-from borch.distributions.kl import DistributionLike, as_distribution, kl_exists
-from borch.distributions.log_density import log_density
-from borch.graph import apply_to_tensors
-
-DivergenceFn = Callable[[Distribution, Distribution, Tensor], Tensor]
+from borch.distributions.kl import DistributionLike, as_distribution
+from borch.fastpath import log_density, normal_kl_sum
+from borch.infer.variational.terms import (
+    DivergenceFn,
+    analytic_kl,
+    detach_distribution,
+    kl_or_estimate,
+    leave_one_out_surrogate,
+    loss_terms,
+    register_elementwise,
+    stacked_scores,
+    weighted,
+    weighted_divergence,
+    with_score,
+)
 
 
 # --------------------------------------------------------------- per variable
@@ -116,12 +123,10 @@ def analytical_kl_divergence_loss(
     """
     p_dist, q_dist = as_distribution(p_dist), as_distribution(q_dist)
     if type(q_dist) is type(p_dist) is torch.distributions.Normal:
-        return _normal_kl_sum(q_dist, p_dist)
-    if kl_exists(q_dist, p_dist):
-        try:
-            return torch.distributions.kl_divergence(q_dist, p_dist).sum()
-        except NotImplementedError:
-            pass
+        return normal_kl_sum(q_dist, p_dist)
+    kl = analytic_kl(q_dist, p_dist)
+    if kl is not None:
+        return kl.sum()
     if value is None:
         raise ValueError(
             f"no closed-form KL({type(q_dist).__name__} || {type(p_dist).__name__}) "
@@ -130,65 +135,13 @@ def analytical_kl_divergence_loss(
     return (backup_loss_fn or elbo_loss)(p_dist, q_dist, value)
 
 
-def _normal_kl_sum(
-    q: torch.distributions.Normal, p: torch.distributions.Normal
-) -> Tensor:
-    """Summed ``KL(q || p)`` of two Normals, with fewer full-size operations than
-    torch's elementwise formula (the KL of every weight of a Bayesian network is
-    taken on each step). A prior with one loc and scale (the usual case) is summed
-    in closed form: ``n log sp - sum log sq + (sum sq^2 + sum (mq - mp)^2) / 2sp^2 - n/2``.
-    """
-    if p.loc.numel() != 1 or p.scale.numel() != 1:
-        return torch.distributions.kl_divergence(q, p).sum()
-    if p.loc.dim() == 0:
-        shape = q.batch_shape  # torch's Normal holds loc and scale at this shape
-    else:
-        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
-    count = shape.numel()
-    q_scale, q_loc = q.scale, q.loc
-    if q_scale.shape != shape:
-        q_scale, q_loc = q_scale.expand(shape), q_loc.expand(shape)
-        log_q_scale = q_scale.log()
-    else:
-        log_q_scale = log_scale_of(q)
-    log_p_scale, half_precision, p_loc = _scalar_normal_constants(p)
-    difference = q_loc if p_loc is None else q_loc - p_loc
-    squares = q_scale.square().sum() + difference.square().sum()
-    return squares * half_precision - log_q_scale.sum() + count * (log_p_scale - 0.5)
-
-
-def _scalar_normal_constants(p: torch.distributions.Normal) -> tuple:
-    """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal:
-    numbers remembered for constant priors (shared between steps), tensors recomputed
-    for learnable ones."""
-    loc, scale = p.loc, p.scale
-    if loc.requires_grad or scale.requires_grad:
-        return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
-    cached = p.__dict__.get("_borch_kl_constants")
-    if (
-        cached is not None
-        and cached[0] is loc
-        and cached[1] == loc._version
-        and cached[2] is scale
-        and cached[3] == scale._version
-    ):
-        return cached[4]
-    # Plain numbers: tensor-with-number arithmetic skips Python-level operator
-    # wrappers, and these are computed once per prior.
-    sp = float(scale.reshape(()))
-    constants = (
-        math.log(sp),
-        0.5 / sp**2,
-        None if bool(loc.reshape(()) == 0) else loc,
-    )
-    p.__dict__["_borch_kl_constants"] = (
-        loc,
-        loc._version,
-        scale,
-        scale._version,
-        constants,
-    )
-    return constants
+register_elementwise(elbo_loss, lambda p, q, v: log_density(q, v) - log_density(p, v))
+register_elementwise(
+    elbo_path_derivative_loss,
+    lambda p, q, v: detach_distribution(q).log_prob(v) - p.log_prob(v),
+)
+register_elementwise(elbo_entropy_loss, lambda p, q, v: -p.log_prob(v) - q.entropy())
+register_elementwise(analytical_kl_divergence_loss, kl_or_estimate)
 
 
 # ------------------------------------------------------------- over variables
@@ -197,8 +150,13 @@ def vi_regularization(
     q_dists: Sequence[DistributionLike],
     values: Sequence[Tensor],
     div_fn: DivergenceFn = elbo_loss,
+    scales: Sequence | None = None,
+    masks: Sequence | None = None,
 ) -> Tensor:
     """``sum_i div_fn(p_i, q_i, x_i)``: the divergence term over latent variables.
+
+    ``scales`` and ``masks`` (one per variable, as :func:`borch.pq_to_infer` gives
+    them under :func:`borch.scale` and :func:`borch.mask`) weight the terms.
 
     Example:
         >>> import torch
@@ -209,10 +167,20 @@ def vi_regularization(
         >>> vi_regularization(p_dists, q_dists, values, elbo_loss)
         tensor(-6.4327)
     """
-    _check_lengths(p_dists=p_dists, q_dists=q_dists, values=values)
+    _check_lengths(
+        p_dists=p_dists, q_dists=q_dists, values=values, scales=scales, masks=masks
+    )
     total = torch.zeros(())
-    for p_dist, q_dist, value in zip(p_dists, q_dists, values):
-        total = total + div_fn(p_dist, q_dist, value)
+    for index, (p_dist, q_dist, value) in enumerate(zip(p_dists, q_dists, values)):
+        total = total + weighted_divergence(
+            div_fn,
+            as_distribution(p_dist),
+            as_distribution(q_dist),
+            value,
+            _at(scales, index, 1.0),
+            _at(masks, index, None),
+            f"variable {index}",
+        )
     return total
 
 
@@ -221,6 +189,8 @@ def elbo_score_function(
     q_dists: Sequence[DistributionLike],
     values: Sequence[Tensor],
     regularization: Tensor | float = 0.0,
+    scales: Sequence | None = None,
+    masks: Sequence | None = None,
 ) -> Tensor:
     r"""Score-function (REINFORCE) surrogate of the negative ELBO.
 
@@ -228,7 +198,8 @@ def elbo_score_function(
     the loss at these values, e.g. the negative log likelihood), the value of the
     returned tensor is :math:`f` and its gradient is the unbiased estimate
     :math:`\nabla f + f \sum_i \nabla \log q_i(x_i)`. The values are treated as
-    fixed draws, so it works for discrete variables.
+    fixed draws, so it works for discrete variables. ``scales`` and ``masks`` weight
+    the terms as in :func:`vi_regularization`.
 
     Example:
         >>> import torch
@@ -239,16 +210,21 @@ def elbo_score_function(
         >>> elbo_score_function(p_dists, q_dists, values)
         tensor(-6.4327)
     """
-    _check_lengths(p_dists=p_dists, q_dists=q_dists, values=values)
+    _check_lengths(
+        p_dists=p_dists, q_dists=q_dists, values=values, scales=scales, masks=masks
+    )
     cost = torch.as_tensor(regularization)
     score = torch.zeros(())
-    for p_dist, q_dist, value in zip(p_dists, q_dists, values):
+    for index, (p_dist, q_dist, value) in enumerate(zip(p_dists, q_dists, values)):
         p_dist, q_dist = as_distribution(p_dist), as_distribution(q_dist)
         value = value.detach()
-        log_q = q_dist.log_prob(value).sum()
-        score = score + log_q
-        cost = cost + log_q - p_dist.log_prob(value).sum()
-    return _with_score(cost, score, cost.detach())
+        log_q = q_dist.log_prob(value)
+        scale, mask = _at(scales, index, 1.0), _at(masks, index, None)
+        where = f"variable {index}"
+        score = score + weighted(log_q, 1.0, mask, where).sum()
+        divergence = log_q - p_dist.log_prob(value)
+        cost = cost + weighted(divergence, scale, mask, where).sum()
+    return with_score(cost, score, cost.detach())
 
 
 def vi_loss(
@@ -258,15 +234,20 @@ def vi_loss(
     observed: Sequence[bool],
     kl_scaling: float = 1.0,
     div_fn: DivergenceFn = elbo_loss,
+    scales: Sequence | None = None,
+    masks: Sequence | None = None,
 ) -> Tensor:
     r"""The negative ELBO: observed variables' negative log likelihood plus
     ``kl_scaling`` times the divergence term of the latent ones.
 
-    The estimator is chosen per variable: ``div_fn`` (default :func:`elbo_loss`,
-    reparameterised) for approximations that can ``rsample``; for the others, the
-    analytic KL where torch has it and score-function gradients for their effect on
-    everything else, so a discrete latent is learned from the data it explains.
-    ``q_dists`` entries of observed variables are ignored (``None`` is fine).
+    The estimator is chosen per variable (:func:`~borch.infer.variational.terms.site_terms`):
+    ``div_fn`` (default :func:`elbo_loss`, reparameterised) for approximations that
+    can ``rsample``; for the others, the analytic KL where torch has it and
+    score-function gradients for their effect on everything else, so a discrete
+    latent is learned from the data it explains. ``q_dists`` entries of observed
+    variables are ignored (``None`` is fine). ``scales`` and ``masks`` (one per
+    variable; :func:`borch.pq_to_infer` gives them when :func:`borch.scale` or
+    :func:`borch.mask` marked a variable) multiply and mask each variable's terms.
 
     Example:
         >>> import torch
@@ -277,12 +258,19 @@ def vi_loss(
         >>> vi_loss(p_dists, q_dists, values, [False] * 5, 1)
         tensor(-6.4327)
     """
-    cost, score = _particle_terms(
-        p_dists, q_dists, values, observed, kl_scaling, div_fn
+    cost, score = loss_terms(
+        p_dists,
+        q_dists,
+        values,
+        observed,
+        kl_scaling,
+        div_fn,
+        scales=scales,
+        masks=masks,
     )
     if score is None:
         return cost
-    return _with_score(cost, score, cost.detach())
+    return with_score(cost, score, cost.detach())
 
 
 def elbo_rb_score_function(
@@ -294,11 +282,10 @@ def elbo_rb_score_function(
 
     Each element of ``sub_samples`` is one independent draw of the model, as returned
     by :func:`borch.pq_to_infer` (keys ``p_dists``, ``q_dists``, ``values`` and
-    optionally ``observed``, default all latent). The score-function weight of each
-    draw is its cost minus the mean cost of the *other* draws: a control variate that
-    keeps the estimate unbiased and removes most of the variance of plain REINFORCE
-    (cf. Ranganath et al., 2014, "Black Box Variational Inference"). Needs at least
-    two draws.
+    optionally ``observed``, default all latent, ``scales`` and ``masks``). The
+    score-function weight of each draw is its cost minus the mean cost of the
+    *other* draws (:func:`~borch.infer.variational.terms.leave_one_out_surrogate`).
+    Needs at least two draws.
 
     Example:
         >>> import torch
@@ -318,109 +305,48 @@ def elbo_rb_score_function(
         )
     costs, scores = [], []
     for draw in sub_samples:
-        observed = draw.get("observed", [False] * len(draw["values"]))
-        cost, score = _particle_terms(
+        cost, score = loss_terms(
             draw["p_dists"],
             draw["q_dists"],
             draw["values"],
-            observed,
+            draw.get("observed", [False] * len(draw["values"])),
             kl_scaling,
             div_fn,
+            scales=draw.get("scales"),
+            masks=draw.get("masks"),
         )
         costs.append(cost)
         scores.append(score)
-    count = len(costs)
-    detached = torch.stack([cost.detach() for cost in costs])
-    total = detached.sum()
-    loss = torch.zeros(())
-    for cost, score, own in zip(costs, scores, detached):
-        if score is None:
-            loss = loss + cost
-        else:
-            baseline = (total - own) / (count - 1)
-            loss = loss + _with_score(cost, score, own - baseline)
-    return loss / count
+    return leave_one_out_surrogate(torch.stack(costs), stacked_scores(scores))
 
 
-# ------------------------------------------------------------------- helpers
-def _particle_terms(
-    p_dists, q_dists, values, observed, kl_scaling, div_fn
-) -> tuple[Tensor, Tensor | None]:
-    """The loss of one draw, and the summed ``log q`` of its non-reparameterised
-    latents (``None`` when there are none)."""
-    count = len(values)
-    if len(p_dists) != count or len(q_dists) != count or len(observed) != count:
-        _check_lengths(
-            p_dists=p_dists, q_dists=q_dists, values=values, observed=observed
-        )
-    log_likelihood = divergence = score = None
-    for p_dist, q_dist, value, is_observed in zip(p_dists, q_dists, values, observed):
-        if not isinstance(p_dist, Distribution):
-            p_dist = as_distribution(p_dist)
-        if is_observed:
-            log_likelihood = _plus(log_likelihood, _summed(log_density(p_dist, value)))
-            continue
-        if q_dist is None:
-            raise ValueError("a latent variable has no approximating distribution")
-        if not isinstance(q_dist, Distribution):
-            q_dist = as_distribution(q_dist)
-        if q_dist.has_rsample:
-            divergence = _plus(divergence, div_fn(p_dist, q_dist, value))
-            continue
-        value = value.detach()
-        log_q = q_dist.log_prob(value).sum()
-        score = _plus(score, log_q)
-        divergence = _plus(
-            divergence, _non_reparameterised_divergence(p_dist, q_dist, value, log_q)
-        )
-    if divergence is not None and kl_scaling != 1:
-        divergence = kl_scaling * divergence
-    if log_likelihood is None:
-        cost = torch.zeros(()) if divergence is None else divergence
-    else:
-        cost = -log_likelihood if divergence is None else divergence - log_likelihood
-    return cost, score
-
-
-def _plus(total: Tensor | None, term: Tensor) -> Tensor:
-    # Sums start from the first term: adding it to 0.0 is one more operation.
-    return term if total is None else total + term
+def _at(items: Sequence | None, index: int, default):
+    return default if items is None else items[index]
 
 
 def _summed(values: Tensor) -> Tensor:
     return values if values.dim() == 0 else values.sum()
 
 
-def _non_reparameterised_divergence(p_dist, q_dist, value, log_q) -> Tensor:
-    # The analytic KL has no sampling noise; its own score term is then not needed
-    # (the weight below only carries a constant for it, which adds no bias).
-    if kl_exists(q_dist, p_dist):
-        try:
-            return torch.distributions.kl_divergence(q_dist, p_dist).sum()
-        except NotImplementedError:
-            pass
-    return log_q - log_density(p_dist, value).sum()
-
-
-def _with_score(cost: Tensor, score: Tensor, weight: Tensor) -> Tensor:
-    """``cost`` in value, ``grad cost + weight * grad score`` in gradient."""
-    return cost + (score - score.detach()) * weight
-
-
-def detach_distribution(distribution: Distribution) -> Distribution:
-    """A copy of a torch distribution whose tensors are cut from the autograd graph."""
-    clone = copy.copy(distribution)
-    for key, value in vars(distribution).items():
-        if isinstance(value, Distribution):
-            value = detach_distribution(value)
-        else:
-            value = apply_to_tensors(value, Tensor.detach)
-        clone.__dict__[key] = value
-    return clone
-
-
-def _check_lengths(**sequences: Sequence) -> None:
-    lengths = {name: len(sequence) for name, sequence in sequences.items()}
+def _check_lengths(**sequences: Sequence | None) -> None:
+    lengths = {
+        name: len(sequence)
+        for name, sequence in sequences.items()
+        if sequence is not None
+    }
     if len(set(lengths.values())) > 1:
         details = ", ".join(f"{name}={length}" for name, length in lengths.items())
         raise ValueError(f"the input lists must have the same length, got {details}")
+
+
+__all__ = [
+    "analytical_kl_divergence_loss",
+    "detach_distribution",
+    "elbo_entropy_loss",
+    "elbo_loss",
+    "elbo_path_derivative_loss",
+    "elbo_rb_score_function",
+    "elbo_score_function",
+    "vi_loss",
+    "vi_regularization",
+]
