@@ -37,9 +37,9 @@ from sklearn.datasets import load_breast_cancer
 
 import borch
 from borch import distributions as dist
-from borch.infer.hamiltonian import initial_state
-from borch.infer.mcmc_result import import_arviz
-from borch.infer.mcmc_runner import Settings, sample_chain
+from borch.infer.hmc.hamiltonian import initial_state
+from borch.infer.hmc.result import import_arviz
+from borch.infer.hmc.runner import Settings, sample_chain
 
 WARMUP, DRAWS = 500, 500
 

@@ -6,7 +6,7 @@ Carlo standard errors, the MCSE from ArviZ's ESS (it accounts for autocorrelatio
 
 import numpy as np
 
-from borch.infer.mcmc_result import import_arviz
+from borch.infer.hmc.result import import_arviz
 
 
 def mcse_mean(draws: np.ndarray) -> float:

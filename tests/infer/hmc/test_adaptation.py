@@ -12,14 +12,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from borch.infer import dual_averaging, find_reasonable_epsilon
-from borch.infer.adaptation import (
+from borch.infer.hmc.adaptation import (
     DualAveraging,
     WelfordVariance,
     WindowedAdaptation,
     initial_step_size,
     warmup_windows,
 )
-from borch.infer.hamiltonian import initial_state
+from borch.infer.hmc.hamiltonian import initial_state
+from borch.infer.hmc.metric import DiagonalMetric
 
 
 def acceptance(step_size):
@@ -185,7 +186,8 @@ def test_initial_step_size_scales_with_the_posterior(scale):
     one-step acceptance crosses 1/2 at a step size of order the scale)."""
     potential = gaussian(scale)
     state = initial_state(np.full(3, scale), potential)
-    step = initial_step_size(state, potential, np.ones(3), np.random.default_rng(0))
+    metric = DiagonalMetric(np.ones(3))
+    step = initial_step_size(state, potential, metric, np.random.default_rng(0))
     assert scale / 8 < step < 8 * scale
 
 
@@ -195,8 +197,9 @@ def test_initial_step_size_errors_where_no_step_is_finite():
         return (0.0 if finite else math.inf), np.zeros_like(q)
 
     state = initial_state(np.zeros(2), island)
+    metric = DiagonalMetric(np.ones(2))
     with pytest.raises(ValueError, match="no step size gives a finite energy"):
-        initial_step_size(state, island, np.ones(2), np.random.default_rng(0))
+        initial_step_size(state, island, metric, np.random.default_rng(0))
 
 
 def test_find_reasonable_epsilon_keeps_the_parameters():

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from borch.infer import hmc_step
-from borch.infer.hamiltonian import (
+from borch.infer.hmc.hamiltonian import (
     IntegratorState,
     hamiltonian,
     hmc_transition,
     initial_state,
     leapfrog,
 )
+from borch.infer.hmc.metric import DiagonalMetric
 from tests.infer.mcmc_stats import assert_mean_within_mcse
 
 
@@ -30,11 +31,11 @@ def quartic(q):
     return float((q**4).sum() / 4 + (q**2).sum() / 2), q**3 + q
 
 
-def trajectory(state, step_size, steps, potential, inv_mass=None):
-    inv_mass = np.ones_like(state.position) if inv_mass is None else inv_mass
+def trajectory(state, step_size, steps, potential):
+    metric = DiagonalMetric(np.ones_like(state.position))
     states = [state]
     for _ in range(steps):
-        states.append(leapfrog(states[-1], step_size, inv_mass, potential))
+        states.append(leapfrog(states[-1], step_size, metric, potential))
     return states
 
 
@@ -76,9 +77,9 @@ def test_energy_error_stays_bounded_on_an_anisotropic_gaussian():
 
     h = 0.05
     states = trajectory(start([1.0, 0.5], [0.2, -1.0], gaussian), h, 4000, gaussian)
-    inv_mass = np.ones(2)
-    h0 = hamiltonian(states[0], inv_mass)
-    errors = np.array([abs(hamiltonian(s, inv_mass) - h0) for s in states])
+    metric = DiagonalMetric(np.ones(2))
+    h0 = hamiltonian(states[0], metric)
+    errors = np.array([abs(hamiltonian(s, metric) - h0) for s in states])
     assert errors.max() < (h / scales.min()) ** 2
     assert errors[2000:].max() <= errors[:2000].max() * 1.01
 
@@ -127,7 +128,7 @@ def test_mass_matrix_scales_the_velocity():
         return 0.0, np.zeros_like(q)
 
     state = IntegratorState(np.zeros(2), np.array([1.0, 1.0]), 0.0, np.zeros(2))
-    end = leapfrog(state, 0.5, np.array([1.0, 4.0]), flat)
+    end = leapfrog(state, 0.5, DiagonalMetric(np.array([1.0, 4.0])), flat)
     np.testing.assert_allclose(end.position, [0.5, 2.0])
 
 
@@ -139,8 +140,10 @@ def test_hmc_transition_rejects_divergent_trajectories():
 
     state = initial_state(np.zeros(1), cliff)
     rng = np.random.default_rng(0)
-    new, accept = hmc_transition(state, cliff, 1.0, 3, np.ones(1), rng)
-    assert accept == 0.0
+    new, info = hmc_transition(state, cliff, 1.0, 3, DiagonalMetric(np.ones(1)), rng)
+    assert info.accept_prob == 0.0
+    assert info.diverging
+    assert info.num_steps == 1
     assert new.position[0] == 0.0
 
 
@@ -168,8 +171,8 @@ def test_hmc_step_samples_a_gaussian():
     [
         ({"epsilon": 0.0}, ValueError, "epsilon"),
         ({"epsilon": float("nan")}, ValueError, "epsilon"),
-        ({"L": 0}, ValueError, "L"),
-        ({"L": 2.5}, ValueError, "L"),
+        ({"L": 0}, ValueError, "L must be a positive int, got 0"),
+        ({"L": 2.5}, TypeError, "L must be a positive int, got 2.5"),
         ({"parameters": []}, ValueError, "empty"),
         ({"parameters": [torch.zeros(2)]}, ValueError, "requires_grad"),
         ({"parameters": [torch.zeros(2, dtype=torch.long)]}, TypeError, "floating"),

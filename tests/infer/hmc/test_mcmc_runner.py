@@ -10,9 +10,9 @@ import borch
 from borch import distributions as dist
 from borch import posterior
 from borch.infer import MCMCResult, mcmc
+from tests.infer.hmc.test_model_conversion import Network
+from tests.infer.hmc.test_tracing import Branching
 from tests.infer.models import linear_regression
-from tests.infer.test_model_conversion import Network
-from tests.infer.test_tracing import Branching
 
 SHORT = {"num_samples": 40, "warmup": 30, "progress": False}
 
@@ -243,15 +243,15 @@ def test_log_density_not_finite_at_any_initial_point():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"num_samples": 0}, ValueError, "num_samples"),
-        ({"num_samples": 1.5}, TypeError, "num_samples"),
-        ({"warmup": -1}, ValueError, "warmup"),
-        ({"chains": 0}, ValueError, "chains"),
-        ({"chains": True}, TypeError, "chains"),
-        ({"seed": "a"}, TypeError, "seed"),
-        ({"seed": -3}, TypeError, "seed"),
+        ({"num_samples": 0}, ValueError, "num_samples must be a positive int, got 0"),
+        ({"num_samples": 1.5}, TypeError, "num_samples must be a positive int"),
+        ({"warmup": -1}, ValueError, "warmup must be a non-negative int, got -1"),
+        ({"chains": 0}, ValueError, "chains must be a positive int, got 0"),
+        ({"chains": True}, TypeError, "chains must be a positive int, got True"),
+        ({"seed": "a"}, TypeError, "seed must be a non-negative int or None"),
+        ({"seed": -3}, ValueError, "seed must be a non-negative int or None, got -3"),
         ({"target_accept": 1.0}, ValueError, "target_accept"),
-        ({"max_tree_depth": 0}, ValueError, "max_tree_depth"),
+        ({"max_tree_depth": 0}, ValueError, "max_tree_depth must be a positive int"),
     ],
 )
 def test_bad_options(kwargs, error, match):

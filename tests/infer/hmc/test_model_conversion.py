@@ -12,7 +12,7 @@ import borch
 from borch import distributions as dist
 from borch import posterior
 from borch.infer import dual_averaging, find_reasonable_epsilon, nuts_step
-from borch.infer.model_conversion import (
+from borch.infer.hmc.model_conversion import (
     ModelPotential,
     SamplerPointMass,
     model_to_neg_log_prob_closure,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from borch.infer.numpy_ops import NUMPY_OPS, matches, to_torch
+from borch.infer.hmc.traced.numpy_ops import NUMPY_OPS, matches, to_torch
 
 aten = torch.ops.aten
 

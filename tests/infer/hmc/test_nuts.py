@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from borch.infer import dual_averaging, find_reasonable_epsilon, nuts_step
-from borch.infer.hamiltonian import initial_state
-from borch.infer.nuts import nuts_transition
+from borch.infer.hmc.hamiltonian import initial_state
+from borch.infer.hmc.metric import DiagonalMetric
+from borch.infer.hmc.nuts import nuts_transition
 from tests.infer.mcmc_stats import assert_mean_within_mcse, rhat
 
 
@@ -26,13 +27,14 @@ def gaussian_potential(covariance):
 def run(potential, dim, step_size, inv_mass, draws, chains=4, seed=0, depth=10):
     """``(chains, draws, dim)`` positions and the per-transition infos."""
     positions = np.empty((chains, draws, dim))
+    metric = DiagonalMetric(inv_mass)
     infos = []
     for chain in range(chains):
         rng = np.random.default_rng([seed, chain])
         state = initial_state(rng.normal(size=dim), potential)
         for i in range(draws):
             state, info = nuts_transition(
-                state, potential, step_size, inv_mass, rng, depth
+                state, potential, step_size, metric, rng, depth
             )
             positions[chain, i] = state.position
             infos.append(info)
@@ -98,7 +100,7 @@ def test_energy_and_acceptance_statistics():
     potential = gaussian_potential(np.eye(2))
     rng = np.random.default_rng(4)
     state = initial_state(np.array([0.5, -0.2]), potential)
-    new, info = nuts_transition(state, potential, 0.3, np.ones(2), rng)
+    new, info = nuts_transition(state, potential, 0.3, DiagonalMetric(np.ones(2)), rng)
     assert 0.0 < info.accept_prob <= 1.0
     assert info.energy >= new.potential_energy
     assert info.num_steps >= 1
@@ -113,7 +115,8 @@ def test_divergence_is_detected():
         return (0.0 if np.abs(q).max() < 1e-9 else 1e6), np.zeros_like(q)
 
     state = initial_state(np.zeros(2), cliff)
-    new, info = nuts_transition(state, cliff, 0.1, np.ones(2), np.random.default_rng(0))
+    metric = DiagonalMetric(np.ones(2))
+    new, info = nuts_transition(state, cliff, 0.1, metric, np.random.default_rng(0))
     assert info.diverging
     assert info.tree_depth == 0
     assert info.num_steps == 1
@@ -125,7 +128,8 @@ def test_nan_energy_counts_as_divergent():
         return (0.0 if np.abs(q).max() < 1e-9 else math.nan), np.zeros_like(q)
 
     state = initial_state(np.zeros(1), broken)
-    _, info = nuts_transition(state, broken, 0.1, np.ones(1), np.random.default_rng(0))
+    metric = DiagonalMetric(np.ones(1))
+    _, info = nuts_transition(state, broken, 0.1, metric, np.random.default_rng(0))
     assert info.diverging
     assert info.accept_prob == 0.0
 
@@ -169,16 +173,16 @@ def test_nuts_step_is_repeatable_from_torch_seed():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "error", "match"),
     [
-        ({"epsilon": -1.0}, "epsilon"),
-        ({"max_tree_depth": 0}, "max_tree_depth"),
-        ({"max_tree_depth": 2.5}, "max_tree_depth"),
+        ({"epsilon": -1.0}, ValueError, "epsilon"),
+        ({"max_tree_depth": 0}, ValueError, "max_tree_depth must be a positive int"),
+        ({"max_tree_depth": 2.5}, TypeError, "max_tree_depth must be a positive int"),
     ],
 )
-def test_nuts_step_rejects_bad_input(kwargs, match):
+def test_nuts_step_rejects_bad_input(kwargs, error, match):
     x = torch.zeros(2, requires_grad=True)
     arguments = {"epsilon": 0.1, "parameters": [x], "closure": lambda: (x**2).sum()}
     arguments.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         nuts_step(**arguments)

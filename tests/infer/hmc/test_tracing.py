@@ -6,9 +6,13 @@ import torch
 
 import borch
 from borch import distributions as dist
-from borch.infer.model_conversion import ModelPotential, sampling_copy
-from borch.infer.tracing import TraceError, trace_value_and_grad, traced_potential
-from tests.infer.test_model_conversion import CONTINUOUS, Single
+from borch.infer.hmc.model_conversion import ModelPotential, sampling_copy
+from borch.infer.hmc.traced.tracing import (
+    TraceError,
+    trace_value_and_grad,
+    traced_potential,
+)
+from tests.infer.hmc.test_model_conversion import CONTINUOUS, Single
 
 #: Families whose log density reads tensor values in Python (evaluated eagerly).
 UNTRACEABLE = {"ContinuousBernoulli"}

@@ -18,14 +18,14 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from torch import Tensor
 
-from borch.infer.hamiltonian import (
+from borch.infer.hmc.hamiltonian import (
     IntegratorState,
     closure_start,
-    draw_momentum,
     hamiltonian,
     leapfrog,
 )
-from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
+from borch.infer.hmc.metric import DiagonalMetric, Metric
+from borch.infer.hmc.potential import ClosurePotential, Potential, as_rng, non_finite_ok
 
 #: Doublings/halvings the step size heuristic tries before giving up.
 _MAX_HEURISTIC_STEPS = 100
@@ -131,7 +131,7 @@ class DualAveraging:
 def initial_step_size(
     state: IntegratorState,
     potential: Potential,
-    inv_mass: np.ndarray,
+    metric: Metric,
     rng: np.random.Generator,
     step_size: float = 1.0,
 ) -> float:
@@ -143,14 +143,14 @@ def initial_step_size(
 
     Reference: Hoffman and Gelman, "The No-U-Turn Sampler", 2014, Algorithm 4.
     """
-    start = state._replace(momentum=draw_momentum(state.position, inv_mass, rng))
-    energy = hamiltonian(start, inv_mass)
+    start = state._replace(momentum=metric.sample_momentum(rng))
+    energy = hamiltonian(start, metric)
 
     def log_ratio(eps: float) -> float:
-        proposal = leapfrog(start, eps, inv_mass, potential)
+        proposal = leapfrog(start, eps, metric, potential)
         if not np.isfinite(proposal.grad).all():
             return -math.inf
-        return energy - hamiltonian(proposal, inv_mass)
+        return energy - hamiltonian(proposal, metric)
 
     current = log_ratio(step_size)
     direction = 1 if current > math.log(0.5) else -1
@@ -196,9 +196,8 @@ def find_reasonable_epsilon(
     potential = ClosurePotential(parameters, closure)
     start = closure_start(potential)
     try:
-        epsilon = initial_step_size(
-            start, potential, np.ones_like(start.position), as_rng(None)
-        )
+        metric = DiagonalMetric(np.ones_like(start.position))
+        epsilon = initial_step_size(start, potential, metric, as_rng(None))
     finally:
         potential.set_position(start.position)
     return epsilon, 1.0, 0.0

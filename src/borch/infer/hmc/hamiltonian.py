@@ -1,9 +1,8 @@
 """Hamiltonian dynamics: the leapfrog integrator and the HMC transition.
 
-Positions and momenta are flat numpy vectors (see :mod:`borch.infer.potential` for
-why); the mass matrix is diagonal and given by its inverse ``inv_mass`` (a vector).
-The kinetic energy is ``p @ (inv_mass * p) / 2``. A *potential* is
-``potential(position) -> (energy, gradient)``.
+Positions and momenta are flat numpy vectors (see :mod:`borch.infer.hmc.potential` for
+why); the kinetic energy is given by a :class:`~borch.infer.hmc.metric.Metric` (the
+mass matrix). A *potential* is ``potential(position) -> (energy, gradient)``.
 
 References:
     R. M. Neal, "MCMC using Hamiltonian dynamics", Handbook of Markov Chain Monte
@@ -19,7 +18,9 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
-from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
+from borch.infer.hmc.metric import DiagonalMetric, Metric
+from borch.infer.hmc.potential import ClosurePotential, Potential, as_rng, non_finite_ok
+from borch.validation import check_count
 
 #: An energy error above this marks a transition as divergent (Stan's threshold).
 MAX_ENERGY_ERROR = 1000.0
@@ -34,19 +35,29 @@ class IntegratorState(NamedTuple):
     grad: np.ndarray
 
 
-def kinetic_energy(momentum: np.ndarray, inv_mass: np.ndarray) -> float:
-    """``momentum @ (inv_mass * momentum) / 2``."""
-    return 0.5 * float(momentum.dot(inv_mass * momentum))
+class HMCInfo(NamedTuple):
+    """What one HMC transition did.
+
+    ``accept_prob`` is the Metropolis acceptance probability ``min(1, exp(-dH))`` of
+    the proposal, ``num_steps`` the leapfrog steps taken, ``diverging`` whether the
+    energy error passed the divergence threshold (the trajectory stops there) and
+    ``energy`` the Hamiltonian at the state returned.
+    """
+
+    accept_prob: float
+    num_steps: int
+    diverging: bool
+    energy: float
 
 
-def hamiltonian(state: IntegratorState, inv_mass: np.ndarray) -> float:
+def hamiltonian(state: IntegratorState, metric: Metric) -> float:
     """Total energy of a state; ``inf`` where it is not finite (NaN included)."""
-    energy = state.potential_energy + kinetic_energy(state.momentum, inv_mass)
+    energy = state.potential_energy + metric.kinetic_energy(state.momentum)
     return energy if math.isfinite(energy) else math.inf
 
 
 def leapfrog(
-    state: IntegratorState, step_size: float, inv_mass: np.ndarray, potential: Potential
+    state: IntegratorState, step_size: float, metric: Metric, potential: Potential
 ) -> IntegratorState:
     """One leapfrog (velocity Verlet) step; a negative ``step_size`` goes backwards.
 
@@ -58,12 +69,12 @@ def leapfrog(
         >>> potential = lambda q: (0.5 * float(q @ q), q.copy())
         >>> q = np.array([1.0])
         >>> state = IntegratorState(q, np.array([0.0]), *potential(q))
-        >>> leapfrog(state, 0.1, np.ones(1), potential).position
+        >>> leapfrog(state, 0.1, DiagonalMetric(np.ones(1)), potential).position
         array([0.995])
     """
     half = 0.5 * step_size
     momentum = state.momentum - half * state.grad
-    position = state.position + step_size * (inv_mass * momentum)
+    position = state.position + step_size * metric.velocity(momentum)
     energy, grad = potential(position)
     momentum -= half * grad
     return IntegratorState(position, momentum, energy, grad)
@@ -75,38 +86,32 @@ def initial_state(position: np.ndarray, potential: Potential) -> IntegratorState
     return IntegratorState(position, np.zeros_like(position), energy, grad)
 
 
-def draw_momentum(
-    position: np.ndarray, inv_mass: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """A momentum from ``Normal(0, mass)``."""
-    noise = rng.standard_normal(position.shape).astype(position.dtype, copy=False)
-    return noise / np.sqrt(inv_mass)
-
-
 @non_finite_ok
 def hmc_transition(
     state: IntegratorState,
     potential: Potential,
     step_size: float,
     num_steps: int,
-    inv_mass: np.ndarray,
+    metric: Metric,
     rng: np.random.Generator,
-) -> tuple[IntegratorState, float]:
+) -> tuple[IntegratorState, HMCInfo]:
     """One HMC transition: fresh momentum, ``num_steps`` leapfrogs, Metropolis test.
 
-    Returns the next state and the acceptance probability ``min(1, exp(-dH))`` (zero
-    for a divergent or non-finite trajectory, which stops early).
+    Returns the next state and an :class:`HMCInfo`; the acceptance probability is zero
+    for a divergent or non-finite trajectory, which stops early.
     """
-    start = state._replace(momentum=draw_momentum(state.position, inv_mass, rng))
-    initial_energy = hamiltonian(start, inv_mass)
+    start = state._replace(momentum=metric.sample_momentum(rng))
+    initial_energy = hamiltonian(start, metric)
     proposal = start
-    for _ in range(num_steps):
-        proposal = leapfrog(proposal, step_size, inv_mass, potential)
-        if hamiltonian(proposal, inv_mass) - initial_energy > MAX_ENERGY_ERROR:
-            return start, 0.0
-    delta = hamiltonian(proposal, inv_mass) - initial_energy
-    accept_prob = math.exp(min(0.0, -delta))
-    return (proposal if rng.random() < accept_prob else start), accept_prob
+    for step in range(1, num_steps + 1):
+        proposal = leapfrog(proposal, step_size, metric, potential)
+        energy = hamiltonian(proposal, metric)
+        if energy - initial_energy > MAX_ENERGY_ERROR:
+            return start, HMCInfo(0.0, step, True, initial_energy)
+    accept_prob = math.exp(min(0.0, initial_energy - energy))
+    if rng.random() < accept_prob:
+        return proposal, HMCInfo(accept_prob, num_steps, False, energy)
+    return start, HMCInfo(accept_prob, num_steps, False, initial_energy)
 
 
 def hmc_step(
@@ -143,15 +148,13 @@ def hmc_step(
         >>> round(torch.stack(draws).var().item(), 1)  # a standard Normal
         1.0
     """
-    epsilon, L = check_step_size(epsilon), check_num_steps(L)
+    epsilon, L = check_step_size(epsilon), check_num_steps(L, "L")
     potential = ClosurePotential(parameters, closure)
     start = closure_start(potential)
-    inv_mass = np.ones_like(start.position)
-    state, accept_prob = hmc_transition(
-        start, potential, epsilon, L, inv_mass, as_rng(None)
-    )
+    metric = DiagonalMetric(np.ones_like(start.position))
+    state, info = hmc_transition(start, potential, epsilon, L, metric, as_rng(None))
     potential.set_position(state.position)
-    return accept_prob
+    return info.accept_prob
 
 
 def closure_start(potential: ClosurePotential) -> IntegratorState:
@@ -175,23 +178,21 @@ def check_step_size(epsilon: float) -> float:
     return epsilon
 
 
-def check_num_steps(num_steps: int) -> int:
-    """Validate a number of leapfrog steps (an integer >= 1)."""
-    if isinstance(num_steps, bool) or int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(
-            f"L (the number of leapfrog steps) must be >= 1, got {num_steps}"
-        )
-    return int(num_steps)
+def check_num_steps(num_steps: int, name: str = "num_steps") -> int:
+    """Validate a number of leapfrog steps (a positive int)."""
+    return check_count(name, num_steps, minimum=1)
 
 
 __all__ = [
     "MAX_ENERGY_ERROR",
+    "HMCInfo",
     "IntegratorState",
-    "draw_momentum",
+    "check_num_steps",
+    "check_step_size",
+    "closure_start",
     "hamiltonian",
     "hmc_step",
     "hmc_transition",
     "initial_state",
-    "kinetic_energy",
     "leapfrog",
 ]

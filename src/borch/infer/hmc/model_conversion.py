@@ -20,11 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from borch.distributions.point_mass import PointMass as PointMassDistribution
-from borch.infer.potential import numpy_dtype, to_numpy
-from borch.module import Module, borch_modules
+from borch.infer.hmc.potential import numpy_dtype, to_numpy
+from borch.module import borch_modules
 from borch.posterior import PointMass
 from borch.random_variable import RandomVariable
-from borch.traversal import pq_dict, sample, set_posteriors
+from borch.sites import Site, sites
+from borch.traversal import sample, set_posteriors
 
 
 def neg_log_joint(model: nn.Module) -> Tensor:
@@ -34,10 +35,8 @@ def neg_log_joint(model: nn.Module) -> Tensor:
     log-det-Jacobian of each latent variable's :class:`~borch.posterior.PointMass`.
     """
     total = None
-    for entry in pq_dict(model):
-        term = -entry["prior"].distribution.log_prob(entry["value"]).sum()
-        if not entry["observed"]:
-            term = term - point_mass_of(entry).log_abs_det_jacobian().sum()
+    for site in sites(model):
+        term = -site_log_density(site)
         total = term if total is None else total + term
     if total is None:
         raise ValueError(
@@ -47,15 +46,29 @@ def neg_log_joint(model: nn.Module) -> Tensor:
     return total
 
 
-def point_mass_of(entry: dict[str, Any]) -> PointMassDistribution:
-    """The point mass distribution of a latent :func:`borch.pq_dict` entry; an error
-    naming the variable if its approximation is of another family."""
-    distribution = entry["posterior"].distribution
+def site_log_density(site: Site) -> Tensor:
+    """A site's summed log density at its value, with its scale and mask; a latent
+    site's includes the log-det-Jacobian of its point mass (the density of the
+    unconstrained value)."""
+    log_density = site.prior.distribution.log_prob(site.value)
+    if site.mask is not None:
+        log_density = torch.where(site.mask, log_density, 0.0)
+    if isinstance(site.scale, Tensor) or site.scale != 1.0:
+        log_density = log_density * site.scale
+    log_density = log_density.sum()
+    if not site.observed:
+        log_density = log_density + point_mass_of(site).log_abs_det_jacobian().sum()
+    return log_density
+
+
+def point_mass_of(site: Site) -> PointMassDistribution:
+    """The point mass distribution of a latent site; an error naming the variable if
+    its approximation is of another family."""
+    distribution = site.approximation.distribution
     if not isinstance(distribution, PointMassDistribution):
-        name = entry["prior"].name
         raise TypeError(
-            f"latent random variable '{name}' is approximated by "
-            f"{type(entry['posterior']).__name__}, not a PointMass: MCMC moves point "
+            f"latent random variable '{site.name}' is approximated by "
+            f"{type(site.approximation).__name__}, not a PointMass: MCMC moves point "
             "values. Give the model posterior=borch.posterior.PointMass(), or call "
             "model.apply(borch.set_posteriors(borch.posterior.PointMass))"
         )
@@ -158,7 +171,7 @@ class ModelPotential:
 
     The position is one flat vector: the unconstrained values of the latent variables
     in the order the model used them, each flattened. Calling the potential (on a
-    numpy vector, see :mod:`borch.infer.potential`) sets the point masses to views of
+    numpy vector, see :mod:`borch.infer.hmc.potential`) sets the point masses to views of
     the position, runs the model and differentiates the :func:`neg_log_joint` with
     autograd; :meth:`evaluate` does the same on a tensor.
     """
@@ -169,14 +182,12 @@ class ModelPotential:
         self.model, self.args, self.kwargs = model, tuple(args), dict(kwargs)
         sample(model)
         model(*self.args, **self.kwargs)
-        names = qualified_names(model)
         latents, offset = [], 0
-        for entry in pq_dict(model):
-            if entry["observed"]:
+        for site in sites(model):
+            if site.observed:
                 continue
-            approximation = entry["posterior"]
-            name = names[id(approximation)]
-            if not point_mass_of(entry).transform.bijective:
+            approximation, name = site.approximation, site.name
+            if not point_mass_of(site).transform.bijective:
                 raise ValueError(
                     f"mcmc cannot sample latent random variable '{name}': torch has no "
                     f"bijection onto its support {approximation.support} (biject_to), "
@@ -226,9 +237,7 @@ class ModelPotential:
         sample(self.model)
         self.model(*self.args, **self.kwargs)
         used = [
-            id(entry["posterior"])
-            for entry in pq_dict(self.model)
-            if not entry["observed"]
+            id(site.approximation) for site in sites(self.model) if not site.observed
         ]
         if used != self._ids:
             raise RuntimeError(
@@ -254,16 +263,9 @@ class ModelPotential:
             self.set_position(self.tensor(position))
             sample(self.model)
             self.model(*self.args, **self.kwargs)
-            names = qualified_names(self.model, "prior")
-            terms = []
-            for entry in pq_dict(self.model):
-                log_density = entry["prior"].distribution.log_prob(entry["value"]).sum()
-                if not entry["observed"]:
-                    log_density = (
-                        log_density + point_mass_of(entry).log_abs_det_jacobian().sum()
-                    )
-                terms.append((names.get(id(entry["prior"]), "?"), log_density.item()))
-        return terms
+            return [
+                (site.name, site_log_density(site).item()) for site in sites(self.model)
+            ]
 
     def constrained(self, positions: Tensor) -> dict[str, Tensor]:
         """Map positions ``(..., dim)`` to the latent values ``{name: (..., *shape)}``
@@ -279,18 +281,6 @@ class ModelPotential:
         return values
 
 
-def qualified_names(model: nn.Module, container: str = "posterior") -> dict[int, str]:
-    """``id(random variable) -> "path.name"`` for the approximating variables (or the
-    priors) of every borch module; the format ``borch.condition`` accepts."""
-    names = {}
-    for path, module in model.named_modules():
-        if isinstance(module, Module):
-            prefix = f"{path}." if path else ""
-            for name, rv in getattr(module, container).named_children():
-                names[id(rv)] = prefix + name
-    return names
-
-
 __all__ = [
     "Latent",
     "ModelPotential",
@@ -298,6 +288,6 @@ __all__ = [
     "model_to_neg_log_prob_closure",
     "neg_log_joint",
     "point_mass_of",
-    "qualified_names",
     "sampling_copy",
+    "site_log_density",
 ]

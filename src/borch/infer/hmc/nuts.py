@@ -5,8 +5,9 @@ time until it makes a U-turn, diverges, or reaches ``2**max_tree_depth`` steps. 
 next state is drawn from the whole trajectory with probabilities proportional to
 ``exp(-H)``: uniformly-progressively inside each new subtree, and biased towards the
 newest subtree at the top level. The U-turn criterion compares the summed momentum
-``rho`` of a (sub)trajectory with the velocities ``M^-1 p`` at its two ends, and, as
-in Stan since 2.23, also across the two halves of every merged tree.
+``rho`` of a (sub)trajectory with the velocities ``M^-1 p`` at its two ends (from the
+:class:`~borch.infer.hmc.metric.Metric`), and, as in Stan since 2.23, also across the
+two halves of every merged tree.
 
 References:
     M. D. Hoffman and A. Gelman, "The No-U-Turn Sampler", JMLR 15, 2014.
@@ -23,15 +24,16 @@ from typing import NamedTuple
 import numpy as np
 from torch import Tensor
 
-from borch.infer.hamiltonian import (
+from borch.infer.hmc.hamiltonian import (
     MAX_ENERGY_ERROR,
     IntegratorState,
     check_step_size,
     closure_start,
-    draw_momentum,
     leapfrog,
 )
-from borch.infer.potential import ClosurePotential, Potential, as_rng, non_finite_ok
+from borch.infer.hmc.metric import DiagonalMetric, Metric
+from borch.infer.hmc.potential import ClosurePotential, Potential, as_rng, non_finite_ok
+from borch.validation import check_count
 
 
 class NUTSInfo(NamedTuple):
@@ -109,18 +111,20 @@ class _TreeBuilder:
     def __init__(
         self,
         potential: Potential,
-        inv_mass: np.ndarray,
+        metric: Metric,
         h0: float,
         rng: np.random.Generator,
     ):
         self.potential = potential
-        self.inv_mass = inv_mass
+        self.metric = metric
+        self.velocity = metric.velocity
         self.h0 = h0
         self.rng = rng
 
     def leaf(self, state: IntegratorState, step_size: float) -> _Tree:
-        new = leapfrog(state, step_size, self.inv_mass, self.potential)
-        sharp = self.inv_mass * new.momentum
+        new = leapfrog(state, step_size, self.metric, self.potential)
+        sharp = self.velocity(new.momentum)
+        # K(p) = p @ M^-1 p / 2 for every Euclidean metric: reuse the velocity.
         energy = new.potential_energy + 0.5 * float(new.momentum.dot(sharp))
         if not math.isfinite(energy):
             energy = math.inf
@@ -164,7 +168,7 @@ def nuts_transition(
     state: IntegratorState,
     potential: Potential,
     step_size: float,
-    inv_mass: np.ndarray,
+    metric: Metric,
     rng: np.random.Generator,
     max_tree_depth: int = 10,
 ) -> tuple[IntegratorState, NUTSInfo]:
@@ -174,18 +178,18 @@ def nuts_transition(
         state: the current position, its potential energy and gradient.
         potential: ``potential(position) -> (energy, gradient)``.
         step_size: the leapfrog step size.
-        inv_mass: the diagonal of the inverse mass matrix.
+        metric: the mass matrix (kinetic energy).
         rng: the source of every random number.
         max_tree_depth: at most ``2**max_tree_depth`` leapfrog steps.
 
     Returns:
         The next state and a :class:`NUTSInfo`.
     """
-    momentum = draw_momentum(state.position, inv_mass, rng)
+    momentum = metric.sample_momentum(rng)
     start = state._replace(momentum=momentum)
-    sharp = inv_mass * momentum
+    sharp = metric.velocity(momentum)
     h0 = start.potential_energy + 0.5 * float(momentum.dot(sharp))
-    builder = _TreeBuilder(potential, inv_mass, h0, rng)
+    builder = _TreeBuilder(potential, metric, h0, rng)
     # The whole trajectory in time order (`begin` is the earliest state); subtrees
     # grow it at either end.
     tree = _Tree(start, sharp, h0, h0)
@@ -292,25 +296,17 @@ def nuts_step(
     max_tree_depth = check_tree_depth(max_tree_depth)
     potential = ClosurePotential(parameters, closure)
     start = closure_start(potential)
-    inv_mass = np.ones_like(start.position)
+    metric = DiagonalMetric(np.ones_like(start.position))
     state, info = nuts_transition(
-        start, potential, epsilon, inv_mass, as_rng(None), max_tree_depth
+        start, potential, epsilon, metric, as_rng(None), max_tree_depth
     )
     potential.set_position(state.position)
     return info.accept_prob
 
 
 def check_tree_depth(max_tree_depth: int) -> int:
-    """Validate ``max_tree_depth`` (an integer >= 1)."""
-    if (
-        isinstance(max_tree_depth, bool)
-        or int(max_tree_depth) != max_tree_depth
-        or max_tree_depth < 1
-    ):
-        raise ValueError(
-            f"max_tree_depth must be an integer >= 1, got {max_tree_depth}"
-        )
-    return int(max_tree_depth)
+    """Validate ``max_tree_depth`` (a positive int)."""
+    return check_count("max_tree_depth", max_tree_depth, minimum=1)
 
 
-__all__ = ["NUTSInfo", "nuts_step", "nuts_transition"]
+__all__ = ["NUTSInfo", "check_tree_depth", "nuts_step", "nuts_transition"]

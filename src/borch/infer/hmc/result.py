@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,6 +11,14 @@ from torch import Tensor
 
 #: A chain with at least this fraction of divergent draws is flagged as unreliable.
 DIVERGENT_CHAIN_FRACTION = 0.5
+
+#: The names ArviZ gives statistics whose field names in a kernel's info differ;
+#: every other field keeps its name in ``sample_stats``.
+ARVIZ_NAMES = {
+    "accept_prob": "acceptance_rate",
+    "num_steps": "n_steps",
+    "log_density": "lp",
+}
 
 
 def import_arviz() -> Any:
@@ -38,7 +46,11 @@ class MCMCResult:
             constrained space. Names are those :func:`borch.condition` takes:
             ``"mu"`` for ``model.mu``, ``"layer.weight"`` for a variable of the
             submodule ``model.layer``.
-        divergences: bool ``(chains, draws)``, whether each transition diverged.
+        stats: ``{field: tensor (chains, draws, ...)}``, every field of the kernel's
+            info after warm-up, and ``log_density``. The attributes below are the
+            usual ones (``None`` where the kernel does not report them).
+        divergences: bool ``(chains, draws)``, whether each transition diverged
+            (all false for a kernel without a ``diverging`` field).
         accept_prob: ``(chains, draws)``, the mean acceptance statistic of each
             transition's trajectory.
         tree_depth: ``(chains, draws)``, the doublings of each trajectory.
@@ -46,11 +58,16 @@ class MCMCResult:
         energy: ``(chains, draws)``, the Hamiltonian at each draw.
         log_density: ``(chains, draws)``, the log density of each draw in
             unconstrained space (up to a constant).
-        step_size: ``(chains,)``, the adapted step size of each chain.
-        inverse_mass_matrix: ``(chains, dim)``, the adapted diagonal of each chain.
+        step_size: ``(chains,)``, the adapted step size of each chain (``None`` for
+            a kernel without one).
+        inverse_mass_matrix: ``(chains, dim)``, the adapted diagonal of each chain
+            (``None`` for a kernel without one).
         seed: the seed the chains were drawn from.
-        traced: whether the model's log density was replayed from a trace (fast) or
-            evaluated by running the model (models with value-dependent control flow).
+        traced: whether the draws of every chain came from the model's log density
+            replayed from a trace (fast), rather than from running the model (models
+            with value-dependent control flow, or a chain whose trace failed a
+            check).
+        traced_chains: the same per chain, a list of bools.
         divergent_chains: the chains where at least half the transitions diverged;
             their draws are not from the posterior.
     """
@@ -58,23 +75,30 @@ class MCMCResult:
     def __init__(
         self,
         samples: dict[str, Tensor],
-        stats: dict[str, Tensor],
-        step_size: Tensor,
-        inverse_mass_matrix: Tensor,
+        stats: Mapping[str, Tensor],
+        step_size: Tensor | None,
+        inverse_mass_matrix: Tensor | None,
         seed: int,
-        traced: bool,
+        traced: bool | Sequence[bool],
     ) -> None:
         self.samples = samples
-        self.divergences = stats["diverging"]
-        self.accept_prob = stats["accept_prob"]
-        self.tree_depth = stats["tree_depth"]
-        self.num_steps = stats["num_steps"]
-        self.energy = stats["energy"]
-        self.log_density = stats["log_density"]
+        self.stats = dict(stats)
+        shape = self.stats["log_density"].shape
+        self.divergences = self.stats.get("diverging")
+        if self.divergences is None:
+            self.divergences = torch.zeros(shape, dtype=torch.bool)
+        self.accept_prob = self.stats.get("accept_prob")
+        self.tree_depth = self.stats.get("tree_depth")
+        self.num_steps = self.stats.get("num_steps")
+        self.energy = self.stats.get("energy")
+        self.log_density = self.stats["log_density"]
         self.step_size = step_size
         self.inverse_mass_matrix = inverse_mass_matrix
         self.seed = seed
-        self.traced = traced
+        if isinstance(traced, bool):
+            traced = [traced] * shape[0]
+        self.traced_chains = [bool(t) for t in traced]
+        self.traced = all(self.traced_chains)
         fractions = self.divergences.float().mean(1)
         self.divergent_chains = [
             int(chain)
@@ -131,16 +155,12 @@ class MCMCResult:
         """
         arviz = import_arviz()
         posterior = {name: _numpy(value) for name, value in self.samples.items()}
-        step_size = self.step_size[:, None].expand(self.num_chains, self.num_draws)
-        sample_stats = {
-            "diverging": _numpy(self.divergences),
-            "acceptance_rate": _numpy(self.accept_prob),
-            "tree_depth": _numpy(self.tree_depth),
-            "n_steps": _numpy(self.num_steps),
-            "energy": _numpy(self.energy),
-            "lp": _numpy(self.log_density),
-            "step_size": _numpy(step_size),
-        }
+        sample_stats = {"diverging": _numpy(self.divergences)}
+        for name, value in self.stats.items():
+            sample_stats[ARVIZ_NAMES.get(name, name)] = _numpy(value)
+        if self.step_size is not None:
+            step_size = self.step_size[:, None].expand(self.num_chains, self.num_draws)
+            sample_stats["step_size"] = _numpy(step_size)
         return arviz.from_dict(posterior=posterior, sample_stats=sample_stats)
 
     def summary(self, **kwargs: Any) -> Any:
@@ -189,11 +209,15 @@ class MCMCResult:
 
     def __repr__(self) -> str:
         names = ", ".join(self.samples)
-        steps = ", ".join(f"{s:.3g}" for s in self.step_size.tolist())
         text = (
             f"MCMCResult({self.num_chains} chains x {self.num_draws} draws of {names}; "
-            f"{self.num_divergent} divergent transitions; step sizes {steps})"
+            f"{self.num_divergent} divergent transitions"
         )
+        if self.step_size is not None:
+            text += "; step sizes " + ", ".join(
+                f"{s:.3g}" for s in self.step_size.tolist()
+            )
+        text += ")"
         if self.divergent_chains:
             text += f" [unreliable chains: {self.divergent_chains}]"
         return text
@@ -203,4 +227,4 @@ def _numpy(tensor: Tensor) -> Any:
     return tensor.detach().cpu().numpy()
 
 
-__all__ = ["DIVERGENT_CHAIN_FRACTION", "MCMCResult", "import_arviz"]
+__all__ = ["ARVIZ_NAMES", "DIVERGENT_CHAIN_FRACTION", "MCMCResult", "import_arviz"]

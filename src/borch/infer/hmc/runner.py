@@ -1,10 +1,13 @@
-"""``borch.infer.mcmc``: NUTS with Stan-style warm-up on several chains.
+"""``borch.infer.mcmc``: an MCMC kernel (NUTS by default) with Stan-style warm-up on
+several chains.
 
 The runner works on a copy of the model whose latent variables are point masses in
 unconstrained space; their flat vector of unconstrained values is the position the
-sampler moves. The model's log density and gradient are traced once and replayed (see
-:mod:`borch.infer.tracing`), or evaluated by running the model where tracing is not
-possible.
+kernel moves (:mod:`borch.infer.hmc.kernels`). The model's log density and gradient
+are traced once and replayed (see :mod:`borch.infer.hmc.traced.tracing`), or evaluated
+by running the model where tracing is not possible. A traced potential is compared
+with the model again at a few warm-up iterations (:func:`check_iterations`); a chain
+where they differ continues on the model itself.
 """
 
 from __future__ import annotations
@@ -19,14 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from borch.infer.adaptation import WindowedAdaptation, initial_step_size
-from borch.infer.chains import Report, available_cores, run_chains
-from borch.infer.hamiltonian import IntegratorState
-from borch.infer.mcmc_result import MCMCResult
-from borch.infer.model_conversion import ModelPotential, sampling_copy
-from borch.infer.nuts import check_tree_depth, nuts_transition
-from borch.infer.potential import Potential
-from borch.infer.tracing import TraceError, traced_potential
+from borch.infer.hmc.adaptation import WindowedAdaptation, warmup_windows
+from borch.infer.hmc.chains import Report, available_cores, run_chains
+from borch.infer.hmc.hamiltonian import IntegratorState
+from borch.infer.hmc.kernels import NUTS, Kernel, as_kernel
+from borch.infer.hmc.metric import DiagonalMetric
+from borch.infer.hmc.model_conversion import ModelPotential, sampling_copy
+from borch.infer.hmc.potential import Potential
+from borch.infer.hmc.result import MCMCResult
+from borch.infer.hmc.traced.tracing import (
+    TraceError,
+    UntestedTorchError,
+    disagreement,
+    traced_potential,
+)
+from borch.validation import check_count
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +47,13 @@ INITIAL_RADIUS = 2.0
 
 
 class Settings(NamedTuple):
-    """What every chain does."""
+    """What every chain does (``max_tree_depth`` is that of the NUTS kernel
+    :func:`sample_chain` uses when it is given no kernel)."""
 
     num_samples: int
     warmup: int
     target_accept: float
-    max_tree_depth: int
+    max_tree_depth: int = 10
 
 
 def mcmc(
@@ -54,12 +65,13 @@ def mcmc(
     seed: int | None = None,
     progress: bool = True,
     target_accept: float = 0.8,
-    max_tree_depth: int = 10,
+    max_tree_depth: int | None = None,
     parallel: bool | None = None,
     trace: bool = True,
+    kernel: Kernel | str | None = None,
     **kwargs: Any,
 ) -> MCMCResult:
-    """Sample the latent variables of a model with NUTS.
+    """Sample the latent variables of a model with NUTS (or another kernel).
 
     Args:
         model: a :class:`borch.Module` (or a network containing them); calling
@@ -68,26 +80,36 @@ def mcmc(
             unconstrained space. The model itself is not changed.
         num_samples: draws per chain after warm-up.
         warmup: warm-up iterations per chain (Stan's windows: step size by dual
-            averaging throughout, the diagonal mass matrix in doubling windows).
+            averaging throughout, the diagonal mass matrix in doubling windows; a
+            kernel that is not adaptive only burns in).
         chains: the number of independent chains.
         seed: seed of every random number; ``None`` draws one from torch's global
             generator (so ``torch.manual_seed`` makes runs repeatable).
         progress: show a progress bar per chain (step size, acceptance, divergences).
         target_accept: the mean acceptance statistic warm-up aims for; raise it (e.g.
             0.95) to take smaller steps where the posterior is hard.
-        max_tree_depth: at most ``2**max_tree_depth`` leapfrog steps per draw.
+        max_tree_depth: at most ``2**max_tree_depth`` leapfrog steps per draw of the
+            default NUTS kernel (10 if ``None``).
         parallel: run chains in worker processes (one torch thread each); ``None``
             does so when there is more than one chain and core. Models on an
             accelerator run their chains one after the other in this process. The
             same ``seed`` gives the same draws either way.
         trace: replay a trace of the model's log density and gradient (much faster);
             models that cannot be traced (value-dependent control flow) are run
-            instead either way.
+            instead either way, and so is every model on a torch version tracing was
+            not tested on (with a ``UserWarning``). A chain whose trace differs from
+            the model at a warm-up check continues on the model (with a
+            ``RuntimeWarning``).
+        kernel: ``None`` or ``"nuts"`` (:class:`~borch.infer.hmc.kernels.NUTS`),
+            ``"hmc"`` (:class:`~borch.infer.hmc.kernels.HMC`), or a
+            :class:`~borch.infer.hmc.kernels.Kernel` instance; it must be picklable
+            for worker processes.
         kwargs: passed to the model, apart from the keywords above.
 
     Returns:
         An :class:`MCMCResult`: ``samples`` by variable name (``(chains, draws,
-        *shape)``), divergences, sampler statistics, ``to_arviz()`` and ``summary()``.
+        *shape)``), divergences, the kernel's statistics (``stats``), ``to_arviz()``
+        and ``summary()``.
 
     References:
         Hoffman and Gelman, "The No-U-Turn Sampler", JMLR 2014; Betancourt, "A
@@ -113,18 +135,17 @@ def mcmc(
         >>> round(result.samples["mu"].mean().item(), 1)
         5.0
     """
+    kernel = as_kernel(kernel, max_tree_depth)
     settings = Settings(
-        num_samples=_count("num_samples", num_samples, minimum=1),
-        warmup=_count("warmup", warmup, minimum=0),
+        num_samples=check_count("num_samples", num_samples, minimum=1),
+        warmup=check_count("warmup", warmup, minimum=0),
         target_accept=_fraction("target_accept", target_accept),
-        max_tree_depth=check_tree_depth(max_tree_depth),
+        max_tree_depth=getattr(kernel, "max_tree_depth", 10),
     )
-    chains = _count("chains", chains, minimum=1)
+    chains = check_count("chains", chains, minimum=1)
+    seed = check_count("seed", seed, minimum=0, allow_none=True)
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
-    seed = int(seed)
 
     eager = ModelPotential(sampling_copy(model), args, kwargs)
     init_seeds, chain_seeds = _chain_seeds(seed, chains)
@@ -137,7 +158,7 @@ def mcmc(
         parallel = False  # worker processes cannot share an accelerator safely
     elif parallel is None:
         parallel = chains > 1 and available_cores() > 1
-    job = ChainJob(eager, potential, traced, starts, chain_seeds, settings)
+    job = ChainJob(eager, potential, traced, starts, chain_seeds, settings, kernel)
     results = run_chains(
         job,
         chains,
@@ -145,15 +166,7 @@ def mcmc(
         parallel=bool(parallel),
         progress=progress,
     )
-    return _assemble(eager, results, seed, traced)
-
-
-def _count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return _assemble(eager, results, seed)
 
 
 def _fraction(name: str, value: Any) -> float:
@@ -232,22 +245,27 @@ def _explain(potential: ModelPotential, position: np.ndarray, grad: np.ndarray) 
 def _fast_potential(
     eager: ModelPotential, starts: Sequence[IntegratorState]
 ) -> Potential:
-    """The traced potential, checked at ``starts``; ``eager`` if tracing fails."""
+    """The traced potential, checked at ``starts``; ``eager`` if tracing fails (with
+    a warning if the torch version is the reason)."""
     points = [start.position for start in starts]
     try:
         return traced_potential(
             eager.evaluate, eager, points, eager.device, eager.dtype
         )
+    except UntestedTorchError as error:
+        warnings.warn(str(error), UserWarning, stacklevel=3)
     except TraceError as error:
         logger.info("evaluating the model eagerly: %s", error)
-        return eager
+    return eager
 
 
 class ChainJob:
     """One chain's work, picklable for worker processes started by ``spawn``.
 
     The potential is not pickled: a process that does not inherit it rebuilds it from
-    the model (traced again if it was traced here).
+    the model (traced again if it was traced here). A chain's result says whether its
+    draws came from the traced potential (``traced``) and why not if it switched
+    (``mismatch``), so that the parent process can warn.
     """
 
     def __init__(
@@ -258,12 +276,14 @@ class ChainJob:
         starts: Sequence[IntegratorState],
         seeds: Sequence[int],
         settings: Settings,
+        kernel: Kernel,
     ) -> None:
         self.eager = eager
         self.trace = traced
         self.starts = list(starts)
         self.seeds = list(seeds)
         self.settings = settings
+        self.kernel = kernel
         self.potential: Potential | None = potential
 
     def __getstate__(self) -> dict[str, Any]:
@@ -280,14 +300,20 @@ class ChainJob:
             )
         return self.potential
 
-    def __call__(self, chain: int, report: Report) -> dict[str, np.ndarray]:
-        return sample_chain(
-            self._potential(),
+    def __call__(self, chain: int, report: Report) -> dict[str, Any]:
+        potential = self._potential()
+        traced = potential is not self.eager
+        result = sample_chain(
+            potential,
             self.starts[chain],
             self.settings,
             np.random.default_rng(self.seeds[chain]),
             lambda done, postfix: report(chain, done, postfix),
+            kernel=self.kernel,
+            reference=self.eager if traced else None,
         )
+        result["traced"] = traced and result["mismatch"] is None
+        return result
 
 
 def sample_chain(
@@ -296,98 +322,211 @@ def sample_chain(
     settings: Settings,
     rng: np.random.Generator,
     report: Callable[[int, str], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """Warm up and sample one chain; return its draws and statistics.
+    kernel: Kernel | None = None,
+    reference: Potential | None = None,
+) -> dict[str, Any]:
+    """Warm up and sample one chain with ``kernel``; return its draws and statistics.
 
-    ``report(done, postfix)`` is called after every iteration.
+    Args:
+        potential: what the kernel moves on.
+        start: the initial point (its ``position`` is used).
+        settings: draws, warm-up and the adaptation's target.
+        rng: the source of every random number.
+        report: ``report(done, postfix)`` is called after every iteration.
+        kernel: a :class:`~borch.infer.hmc.kernels.Kernel`; by default
+            ``NUTS(settings.max_tree_depth)``. An adaptive kernel gets its step size
+            and metric from Stan's windowed warm-up.
+        reference: the potential ``potential`` replays (the eager model behind a
+            traced one). They are compared at :func:`check_iterations`; on a
+            difference the chain continues on ``reference``.
+
+    Returns:
+        ``positions (num_samples, dim)``; ``stats``, an array ``(num_samples, ...)``
+        per field of the kernel's info plus ``log_density``; the final
+        ``step_size`` and ``inverse_mass`` (``None`` for kernels that are not
+        adaptive); and ``mismatch``, a description of how ``potential`` differed
+        from ``reference`` (``None`` if it did not, or was not checked).
     """
+    kernel = NUTS(settings.max_tree_depth) if kernel is None else kernel
     num_samples, warmup = settings.num_samples, settings.warmup
     position = start.position
-    inv_mass = np.ones_like(position)
-    step_size = initial_step_size(start, potential, inv_mass, rng)
-    adaptation = WindowedAdaptation(
-        warmup, position.size, step_size, settings.target_accept, position.dtype
-    )
-    positions = np.empty((num_samples, position.size), dtype=position.dtype)
-    stats = {key: np.empty(num_samples, dtype=dtype) for key, dtype in _STATS.items()}
-    state = start
-    phase_accept, phase_divergent, phase_start = 0.0, 0, 0
-    for iteration in range(warmup + num_samples):
-        if iteration == warmup:
-            phase_accept, phase_divergent, phase_start = 0.0, 0, iteration
-        state, info = nuts_transition(
-            state, potential, step_size, inv_mass, rng, settings.max_tree_depth
+    state = kernel.init(position, potential)
+    step_size = metric = adaptation = None
+    if kernel.adaptive:
+        metric = DiagonalMetric(np.ones_like(position))
+        state = kernel.tune(state, 1.0, metric)
+        step_size = kernel.find_step_size(state, rng)
+        state = kernel.tune(state, step_size, metric)
+        adaptation = WindowedAdaptation(
+            warmup, position.size, step_size, settings.target_accept, position.dtype
         )
+    checks = check_iterations(warmup) if reference is not None else set()
+    mismatch = None
+    positions = np.empty((num_samples, position.size), dtype=position.dtype)
+    stats: dict[str, np.ndarray] | None = None
+    progress = _Progress(report, warmup)
+    for iteration in range(warmup + num_samples):
+        state, info = kernel.step(state, rng)
         if iteration < warmup:
-            if adaptation.update(iteration, state.position, info.accept_prob):
-                inv_mass = adaptation.inv_mass
-                if iteration + 1 < warmup:
-                    adaptation.restart(
-                        initial_step_size(state, potential, inv_mass, rng, step_size)
-                    )
-            step_size = adaptation.step_size
+            if adaptation is not None:
+                if adaptation.update(iteration, state.position, info.accept_prob):
+                    metric = DiagonalMetric(adaptation.inv_mass)
+                    if iteration + 1 < warmup:
+                        state = kernel.tune(state, step_size, metric)
+                        adaptation.restart(kernel.find_step_size(state, rng))
+                step_size = adaptation.step_size
+                state = kernel.tune(state, step_size, metric)
+            if iteration in checks and mismatch is None:
+                mismatch = _compare(potential, reference, state.position)
+                if mismatch is not None:
+                    potential = reference
+                    state = _restart(kernel, state, start, potential, step_size, metric)
         else:
             draw = iteration - warmup
+            if stats is None:
+                stats = _allocate(info, num_samples)
             positions[draw] = state.position
-            stats["diverging"][draw] = info.diverging
-            stats["accept_prob"][draw] = info.accept_prob
-            stats["tree_depth"][draw] = info.tree_depth
-            stats["num_steps"][draw] = info.num_steps
-            stats["energy"][draw] = info.energy
+            for name, value in zip(info._fields, info):
+                stats[name][draw] = value
             stats["log_density"][draw] = -state.potential_energy
-        phase_accept += info.accept_prob
-        phase_divergent += info.diverging
-        if report is not None:
-            phase = "warmup" if iteration < warmup else "sampling"
-            mean_accept = phase_accept / (iteration + 1 - phase_start)
-            report(
-                iteration + 1,
-                f"{phase} step {step_size:.2g} accept {mean_accept:.2f} "
-                f"divergent {phase_divergent}",
-            )
+        progress.update(iteration, info, step_size)
     return {
         "positions": positions,
+        "stats": stats,
         "step_size": step_size,
-        "inv_mass": inv_mass,
-        **stats,
+        "inverse_mass": None if metric is None else metric.inverse_mass,
+        "mismatch": mismatch,
     }
 
 
-_STATS = {
-    "diverging": np.bool_,
-    "accept_prob": np.float64,
-    "tree_depth": np.int64,
-    "num_steps": np.int64,
-    "energy": np.float64,
-    "log_density": np.float64,
-}
+def check_iterations(warmup: int) -> set[int]:
+    """The warm-up iterations after which a traced potential is compared with the
+    model: the first, the last of every adaptation window, and the last.
+
+    Example:
+        >>> sorted(check_iterations(1000))
+        [0, 99, 149, 249, 449, 949, 999]
+    """
+    ends = {end - 1 for _, end in warmup_windows(warmup)}
+    return {i for i in {0, warmup - 1, *ends} if 0 <= i < warmup}
+
+
+def _compare(
+    potential: Potential, reference: Potential, position: np.ndarray
+) -> str | None:
+    energy, grad = potential(position)
+    expected_energy, expected_grad = reference(position)
+    dtype = getattr(reference, "dtype", position.dtype)
+    return disagreement(energy, grad, expected_energy, expected_grad, dtype)
+
+
+def _restart(
+    kernel: Kernel,
+    state: Any,
+    start: IntegratorState,
+    potential: Potential,
+    step_size: float | None,
+    metric: DiagonalMetric | None,
+) -> Any:
+    """The kernel's state on a new ``potential``: at the current position, or back
+    at the start where the new potential is not finite at it."""
+    energy, grad = potential(state.position)
+    finite = math.isfinite(energy) and np.isfinite(grad).all()
+    state = kernel.init(state.position if finite else start.position, potential)
+    if kernel.adaptive:
+        state = kernel.tune(state, step_size, metric)
+    return state
+
+
+def _allocate(info: NamedTuple, num_samples: int) -> dict[str, np.ndarray]:
+    """An array per field of ``info`` (typed and shaped as its value) and for the log
+    density."""
+    if not (isinstance(info, tuple) and hasattr(info, "_fields")):
+        raise TypeError(
+            f"a kernel's step must return (state, info) with info a NamedTuple, got "
+            f"{type(info).__name__}"
+        )
+    if "log_density" in info._fields:
+        raise ValueError(
+            f"{type(info).__name__} has a field 'log_density': the runner records "
+            "that itself (from the state's potential_energy); rename the field"
+        )
+    stats = {}
+    for name, value in zip(info._fields, info):
+        value = np.asarray(value)
+        stats[name] = np.empty((num_samples, *value.shape), dtype=value.dtype)
+    stats["log_density"] = np.empty(num_samples, dtype=np.float64)
+    return stats
+
+
+class _Progress:
+    """The progress bar's text: phase, step size, mean acceptance, divergences."""
+
+    def __init__(self, report: Callable[[int, str], None] | None, warmup: int):
+        self.report, self.warmup = report, warmup
+        self.accept, self.divergent, self.phase_start = 0.0, 0, 0
+
+    def update(self, iteration: int, info: NamedTuple, step_size: float | None):
+        if iteration == self.warmup:
+            self.accept, self.divergent, self.phase_start = 0.0, 0, iteration
+        accept = getattr(info, "accept_prob", None)
+        diverging = getattr(info, "diverging", None)
+        self.accept += 0.0 if accept is None else accept
+        self.divergent += bool(diverging)
+        if self.report is None:
+            return
+        parts = ["warmup" if iteration < self.warmup else "sampling"]
+        if step_size is not None:
+            parts.append(f"step {step_size:.2g}")
+        if accept is not None:
+            parts.append(
+                f"accept {self.accept / (iteration + 1 - self.phase_start):.2f}"
+            )
+        if diverging is not None:
+            parts.append(f"divergent {self.divergent}")
+        self.report(iteration + 1, " ".join(parts))
 
 
 def _assemble(
     potential: ModelPotential,
-    results: list[dict[str, np.ndarray]],
+    results: list[dict[str, Any]],
     seed: int,
-    traced: bool,
 ) -> MCMCResult:
     positions = np.stack([r["positions"] for r in results])
     samples = potential.constrained(potential.tensor(positions))
     stats = {
-        key: torch.from_numpy(np.stack([r[key] for r in results])) for key in _STATS
+        key: torch.from_numpy(np.stack([r["stats"][key] for r in results]))
+        for key in results[0]["stats"]
     }
+    adaptive = results[0]["step_size"] is not None
     result = MCMCResult(
         samples,
         stats,
-        step_size=torch.tensor([r["step_size"] for r in results], dtype=torch.float64),
+        step_size=torch.tensor([r["step_size"] for r in results], dtype=torch.float64)
+        if adaptive
+        else None,
         inverse_mass_matrix=torch.from_numpy(
-            np.stack([r["inv_mass"] for r in results])
-        ),
+            np.stack([r["inverse_mass"] for r in results])
+        )
+        if adaptive
+        else None,
         seed=seed,
-        traced=traced,
+        traced=[r["traced"] for r in results],
     )
+    for chain, r in enumerate(results):
+        if r["mismatch"] is not None:
+            warnings.warn(
+                f"chain {chain}: the traced potential differs from the model at a "
+                f"warm-up point ({r['mismatch']}), so the chain switched to evaluating "
+                "the model eagerly from there on: its draws are from the model "
+                "itself. Tracing this model is not reliable; pass trace=False.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     message = result.divergence_warning()
     if message is not None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return result
 
 
-__all__ = ["MCMCResult", "mcmc", "sample_chain"]
+__all__ = ["MCMCResult", "Settings", "check_iterations", "mcmc", "sample_chain"]

@@ -1,7 +1,7 @@
 """numpy implementations of common ATen operations, for replaying traced potentials.
 
 A traced log density is mostly small elementwise operations and reductions; numpy
-runs each in about a microsecond, torch in several. :mod:`borch.infer.tracing` uses an
+runs each in about a microsecond, torch in several. :mod:`borch.infer.hmc.traced.tracing` uses an
 entry of :data:`NUMPY_OPS` for a node of a traced graph only after checking that it
 reproduces torch's result at the traced point; everything else runs in torch. The
 formulas are the numerically stable ones (``logaddexp`` for softplus and sigmoid), so

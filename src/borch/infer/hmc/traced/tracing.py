@@ -8,15 +8,18 @@ code dropped) and compiles it to a Python function that calls the operations dir
 
 Tracing refuses what it cannot replay faithfully: control flow that depends on tensor
 values (``make_fx`` raises), in-place changes to the input or to captured tensors, and
-results that differ from the eager potential at check points; callers then fall back
-to the eager potential. Graphs that change their own intermediate tensors in place
-(some ``torch.distributions`` transforms do) are replayed as recorded, unsimplified.
+results that differ from the eager potential at check points (:func:`disagreement`),
+and torch versions outside :data:`TESTED_TORCH_VERSIONS` (the simplifications rely on
+how ``make_fx`` records ATen graphs); callers then fall back to the eager potential.
+Graphs that change their own intermediate tensors in place (some
+``torch.distributions`` transforms do) are replayed as recorded, unsimplified.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import re
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,11 +32,15 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from torch.fx.node import map_arg
 from torch.utils._pytree import tree_map
 
-from borch.infer.numpy_ops import NUMPY_OPS, matches, to_torch
-from borch.infer.potential import to_numpy
+from borch.infer.hmc.potential import to_numpy
+from borch.infer.hmc.traced.numpy_ops import NUMPY_OPS, matches, to_torch
 from borch.validation import validate_args
 
 aten = torch.ops.aten
+
+#: The torch versions ``(major, minor)`` tracing was tested on, both ends included;
+#: widen it after the tests pass on another version.
+TESTED_TORCH_VERSIONS = ((2, 13), (2, 13))
 
 #: Operations whose result depends only on the shape of their tensor argument.
 _SHAPE_ONLY = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default}
@@ -59,6 +66,90 @@ _PLUS_ZERO = {aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.sub.Scalar
 
 class TraceError(RuntimeError):
     """The potential cannot be replayed from a trace."""
+
+
+class UntestedTorchError(TraceError):
+    """Tracing is off because the installed torch is outside the tested versions."""
+
+
+def check_torch_version(version: str | None = None) -> None:
+    """Raise :class:`UntestedTorchError` if ``version`` (by default the installed
+    ``torch.__version__``) is outside :data:`TESTED_TORCH_VERSIONS`.
+
+    Example:
+        >>> check_torch_version("2.13.0+cpu")
+        >>> check_torch_version("2.2.1")
+        Traceback (most recent call last):
+        ...
+        borch.infer.hmc.traced.tracing.UntestedTorchError: the traced potential was tested on torch 2.13, not on torch 2.2.1: ...
+    """
+    version = str(torch.__version__ if version is None else version)
+    found = re.match(r"(\d+)\.(\d+)", version)
+    low, high = TESTED_TORCH_VERSIONS
+    if found is None or not low <= (int(found[1]), int(found[2])) <= high:
+        tested = ".".join(map(str, low))
+        if high != low:
+            tested += " to " + ".".join(map(str, high))
+        raise UntestedTorchError(
+            f"the traced potential was tested on torch {tested}, not on torch "
+            f"{version}: evaluating the model "
+            "eagerly instead (correct, but slower). Pass trace=False to choose that "
+            "without this warning."
+        )
+
+
+def tolerance(dtype: torch.dtype | np.dtype) -> float:
+    """The relative agreement asked of a traced potential: ``sqrt(eps)`` of ``dtype``.
+
+    The traced program and the model do the same operations in a possibly different
+    order and grouping (numpy or torch kernels, folded constants), so they agree to
+    rounding error, a modest multiple of ``eps``; a wrong trace (a branch taken
+    differently, randomness) is wrong in the leading digits. Half the significant
+    digits separates the two for any dtype.
+
+    Example:
+        >>> f"{tolerance(torch.float32):.2e}", f"{tolerance(np.float64):.2e}"
+        ('3.45e-04', '1.49e-08')
+    """
+    if isinstance(dtype, torch.dtype):
+        eps = torch.finfo(dtype).eps
+    else:
+        eps = float(np.finfo(dtype).eps)
+    return math.sqrt(eps)
+
+
+def disagreement(
+    energy: float,
+    grad: np.ndarray,
+    expected_energy: float,
+    expected_grad: np.ndarray,
+    dtype: torch.dtype | np.dtype,
+) -> str | None:
+    """How a traced ``(energy, grad)`` differs from the eager one, or ``None`` if it
+    agrees within :func:`tolerance` relative to ``max(1, magnitude)`` (energies are log
+    densities: differences far below 1 do not change a sampler's decisions).
+
+    Example:
+        >>> g = np.array([1.0, -2.0])
+        >>> disagreement(3.0, g, 3.0 + 1e-12, g, np.float64) is None
+        True
+        >>> disagreement(3.0, g, 3.5, g, np.float64)
+        'energy 3 instead of 3.5'
+    """
+    if not (math.isfinite(energy) and math.isfinite(expected_energy)):
+        if math.isfinite(energy) == math.isfinite(expected_energy):
+            return None
+        return f"energy {energy:.8g} instead of {expected_energy:.8g}"
+    rtol = tolerance(dtype)
+    if abs(energy - expected_energy) > rtol * max(1.0, abs(expected_energy)):
+        return f"energy {energy:.8g} instead of {expected_energy:.8g}"
+    grad = np.asarray(grad, dtype=np.float64)
+    expected_grad = np.asarray(expected_grad, dtype=np.float64)
+    scale = max(1.0, float(np.abs(expected_grad).max(initial=0.0)))
+    error = np.abs(grad - expected_grad).max(initial=0.0)
+    if not error <= rtol * scale:  # NaN included
+        return f"gradient off by up to {error:.3g} (largest component {scale:.3g})"
+    return None
 
 
 def trace_value_and_grad(
@@ -551,8 +642,11 @@ def traced_potential(
     """Trace ``evaluate`` (on tensors) and check the result against the ``eager``
     potential (on numpy vectors) at ``points``.
 
-    Raises :class:`TraceError` when tracing fails or the results differ.
+    Raises :class:`TraceError` when tracing fails or the results differ
+    (:func:`disagreement`), and :class:`UntestedTorchError` on an untested torch
+    version.
     """
+    check_torch_version()
     points = [np.ascontiguousarray(point) for point in points]
     example = torch.from_numpy(points[0]).to(device=device, dtype=dtype)
     program = trace_value_and_grad(evaluate, example, example.device.type == "cpu")
@@ -560,24 +654,24 @@ def traced_potential(
     for point in points:
         expected_energy, expected_grad = eager(point)
         energy, grad = potential(point)
-        if not math.isfinite(expected_energy):
-            continue
-        scale = max(float(np.abs(expected_grad).max(initial=0.0)), 1.0)
-        if not (
-            math.isclose(energy, expected_energy, rel_tol=1e-5, abs_tol=1e-6)
-            and np.allclose(grad, expected_grad, rtol=1e-4, atol=1e-6 * scale)
-        ):
+        difference = disagreement(energy, grad, expected_energy, expected_grad, dtype)
+        if difference is not None:
             raise TraceError(
-                "the traced potential differs from the model's (is the model "
-                "random, or does it branch on tensor values?)"
+                f"the traced potential differs from the model's ({difference}; is "
+                "the model random, or does it branch on tensor values?)"
             )
     return potential
 
 
 __all__ = [
+    "TESTED_TORCH_VERSIONS",
     "TraceError",
     "TracedPotential",
+    "UntestedTorchError",
+    "check_torch_version",
     "compile_graph",
+    "disagreement",
+    "tolerance",
     "trace_value_and_grad",
     "traced_potential",
 ]
