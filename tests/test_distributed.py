@@ -272,11 +272,11 @@ def test_sharded_loss_is_the_whole_data_objective():
 @pytest.mark.parametrize(
     ("dataset_size", "batch_size", "error", "match"),
     [
-        (10, 0, ValueError, "batch_size must be at least 1, got 0"),
-        (0, 1, ValueError, "dataset_size must be at least 1"),
+        (10, 0, ValueError, "batch_size must be a positive int, got 0"),
+        (0, 1, ValueError, "dataset_size must be a positive int, got 0"),
         (10, 20, ValueError, "batch_size=20 exceeds dataset_size=10"),
-        (10.0, 2, TypeError, "dataset_size must be an int, got float"),
-        (10, True, TypeError, "batch_size must be an int, got bool"),
+        (10.0, 2, TypeError, r"dataset_size must be a positive int, got 10\.0"),
+        (10, True, TypeError, "batch_size must be a positive int, got True"),
     ],
 )
 def test_sizes_are_checked(dataset_size, batch_size, error, match):

@@ -125,6 +125,13 @@ def test_trace_plot_of_a_samples_dict_and_of_an_mcmc_result(tmp_path):
             ValueError,
             "in_distribution",
         ),
+        (
+            lambda: plots.uncertainty_histograms(
+                torch.zeros(3), torch.zeros(3), bins=0
+            ),
+            ValueError,
+            "bins must be a positive int, got 0",
+        ),
     ],
 )
 def test_bad_input(call, error, match):

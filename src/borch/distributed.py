@@ -81,10 +81,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.infer.vi import DivergenceFn, elbo_loss, vi_loss
+from borch.infer.variational.losses import DivergenceFn, elbo_loss, vi_loss
 from borch.module import Module, borch_modules
 from borch.posterior import Posterior
 from borch.traversal import named_random_variables
+from borch.validation import check_count
 
 try:
     import torch.distributed as _dist
@@ -155,17 +156,14 @@ def sharded_vi_loss(
 
 
 def _check_sizes(dataset_size: Any, batch_size: Any) -> tuple[int, int]:
-    for name, value in (("dataset_size", dataset_size), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    dataset_size = check_count("dataset_size", dataset_size)
+    batch_size = check_count("batch_size", batch_size)
     if batch_size > dataset_size:
         raise ValueError(
             f"batch_size={batch_size} exceeds dataset_size={dataset_size}: pass the "
             "number of data points in the whole data set as dataset_size"
         )
-    return int(dataset_size), int(batch_size)
+    return dataset_size, batch_size
 
 
 # ------------------------------------------------------------ ranks and seeds
@@ -233,12 +231,14 @@ def observed_buffer_names(model: nn.Module) -> list[str]:
     for path, module in model.named_modules():
         if isinstance(module, Module):
             prefix = f"{path}.observed." if path else "observed."
-            names += [prefix + name for name in module.observed._buffers]
+            # Every name, also of one tensor observed under two names.
+            buffers = module.observed.named_buffers(remove_duplicate=False)
+            names += [prefix + name for name, _ in buffers]
     return names
 
 
 def _approximation_count(model: nn.Module) -> int:
-    return sum(len(m._modules["posterior"]._modules) for m in borch_modules(model))
+    return sum(len(m.posterior.names()) for m in borch_modules(model))
 
 
 def _check_created(model: nn.Module) -> None:
@@ -247,7 +247,7 @@ def _check_created(model: nn.Module) -> None:
         f"{path}.{name}" if path else name
         for path, module in model.named_modules()
         if isinstance(module, Posterior)
-        for name in module._pending_state
+        for name in module.pending_state()
     ]
     if pending:
         raise RuntimeError(
@@ -259,7 +259,7 @@ def _check_created(model: nn.Module) -> None:
             "borch.sample(model)), and wrap after it."
         )
     modules = list(borch_modules(model))
-    if modules and not any(m._modules["prior"]._modules for m in modules):
+    if modules and not any(next(m.prior.children(), None) is not None for m in modules):
         raise RuntimeError(
             "data_parallel: the model has no random variables yet; models that assign "
             "them in forward create their approximating variables (and parameters) in "
@@ -280,22 +280,29 @@ def _exclude_observed(wrapper: nn.Module, args: Any) -> None:
         ignored.extend(name for name in names if name not in ignored)
 
 
-def _check_no_new_approximations(wrapper: nn.Module, args: Any, output: Any) -> None:
+class _NoNewApproximations:
     """Forward hook: a forward pass must not create approximating variables DDP
-    does not know about."""
-    if _approximation_count(wrapper.module) == wrapper._borch_approximation_count:
-        return
-    known = wrapper._borch_approximations
-    new = [
-        name for name, _ in named_random_variables(wrapper.module) if name not in known
-    ]
-    raise RuntimeError(
-        "data_parallel: this forward pass created approximating variables "
-        f"{', '.join(repr(name) for name in new) or '(unnamed)'} after the model was "
-        "wrapped; DDP does not average the gradients of their parameters, so the "
-        "ranks would drift apart. Run one forward pass before "
-        "borch.distributed.data_parallel(model), so that every variable exists."
-    )
+    does not know about (those of ``model`` when the hook is made)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.count = _approximation_count(model)
+        self.known = frozenset(name for name, _ in named_random_variables(model))
+
+    def __call__(self, wrapper: nn.Module, args: Any, output: Any) -> None:
+        if _approximation_count(wrapper.module) == self.count:
+            return
+        new = [
+            name
+            for name, _ in named_random_variables(wrapper.module)
+            if name not in self.known
+        ]
+        listed = ", ".join(repr(name) for name in new) or "(unnamed)"
+        raise RuntimeError(
+            f"data_parallel: this forward pass created approximating variables {listed} "
+            "after the model was wrapped; DDP does not average the gradients of their "
+            "parameters, so the ranks would drift apart. Run one forward pass before "
+            "borch.distributed.data_parallel(model), so that every variable exists."
+        )
 
 
 def data_parallel(model: nn.Module, **kwargs: Any) -> nn.Module:
@@ -336,12 +343,8 @@ def data_parallel(model: nn.Module, **kwargs: Any) -> nn.Module:
         model, sorted(ignored)
     )
     wrapper = DistributedDataParallel(model, **kwargs)
-    wrapper._borch_approximation_count = _approximation_count(model)
-    wrapper._borch_approximations = frozenset(
-        name for name, _ in named_random_variables(model)
-    )
     wrapper.register_forward_pre_hook(_exclude_observed)
-    wrapper.register_forward_hook(_check_no_new_approximations)
+    wrapper.register_forward_hook(_NoNewApproximations(model))
     return wrapper
 
 
@@ -357,7 +360,7 @@ def check_draws_agree(model: nn.Module) -> None:
     """
     names, sums = [], []
     for name, rv in named_random_variables(model):
-        value = rv.__dict__.get("_value")
+        value = rv.last_value  # reading .tensor would draw
         if value is None:
             continue
         value = value.detach().double()

@@ -18,7 +18,7 @@ from torch.distributions.constraints import Constraint
 from torch.distributions.transforms import Transform as _TorchTransform
 from torch.distributions.transforms import _InverseTransform
 
-from borch.tensor_like import TensorLike, _unwrap
+from borch.tensor_like import TensorLike, unwrap
 
 
 class Graph(TensorLike, nn.Module):
@@ -142,7 +142,7 @@ class Transform(Graph):
         return self._modules[name]
 
     def forward(self) -> Tensor:
-        return self.fn(*[_unwrap(self._arg(name)) for name in self._arg_names])
+        return self.fn(*[unwrap(self._arg(name)) for name in self._arg_names])
 
     def exp_argument(self) -> Tensor | None:
         """``x`` when this is ``Transform(torch.exp, x)`` for a tensor ``x``, else
@@ -201,9 +201,4 @@ def evaluate(value: Any) -> Any:
     return value
 
 
-def is_lazy(value: Any) -> bool:
-    """Whether ``value`` is recomputed on use (a graph or a random variable)."""
-    return isinstance(value, TensorLike)
-
-
-__all__ = ["Graph", "Transform", "apply_to_tensors", "evaluate", "is_lazy"]
+__all__ = ["Graph", "Transform", "apply_to_tensors", "evaluate"]

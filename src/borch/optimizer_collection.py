@@ -92,3 +92,6 @@ class OptimizersCollection:
                 "add the parameters (add_parameters or step) before loading a state"
             )
         self.optimizer.load_state_dict(state_dict)
+
+
+__all__ = ["OptimizersCollection"]

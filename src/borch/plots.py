@@ -18,6 +18,7 @@ from torch import Tensor
 
 from borch.metrics import _checks
 from borch.metrics.classification import expected_calibration_error
+from borch.validation import check_count
 
 
 def _figure(**kwargs: Any) -> Any:
@@ -186,6 +187,7 @@ def uncertainty_histograms(
         >>> [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
         ['in distribution', 'out of distribution']
     """
+    bins = check_count("bins", bins)
     inside = _checks.as_tensor(in_distribution, "in_distribution").flatten()
     outside = _checks.as_tensor(out_of_distribution, "out_of_distribution").flatten()
     figure = _figure(figsize=(6, 4))
@@ -217,7 +219,7 @@ def trace_plot(
         var_names: the variables to show; all by default.
         path: where to save a PNG, if given.
     """
-    from borch.infer.mcmc_result import import_arviz
+    from borch.infer.hmc.result import import_arviz
 
     arviz = import_arviz()
     samples = getattr(samples, "samples", samples)

@@ -30,8 +30,8 @@ class TensorLike:
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        args = _unwrap(args)
-        kwargs = _unwrap(kwargs) if kwargs else {}
+        args = unwrap(args)
+        kwargs = unwrap(kwargs) if kwargs else {}
         return func(*args, **kwargs)
 
     # Conversions. Identity hashing is kept: modules live in sets (nn.Module.modules).
@@ -63,7 +63,7 @@ class TensorLike:
         return item in self.tensor
 
     def __getitem__(self, index):
-        return self.tensor[_unwrap(index)]
+        return self.tensor[unwrap(index)]
 
     def __array__(self, dtype=None, copy=None):
         array = self.tensor.detach().cpu().numpy()
@@ -137,15 +137,15 @@ for _name, _op in _UNARY.items():
 TensorLike.__hash__ = object.__hash__
 
 
-def _unwrap(obj: Any) -> Any:
+def unwrap(obj: Any) -> Any:
     """Replace every :class:`TensorLike` inside ``obj`` (recursing into containers)."""
     if isinstance(obj, TensorLike):
         return obj.tensor
     kind = type(obj)
     if kind is tuple or kind is list:
-        return kind(_unwrap(item) for item in obj)
+        return kind(unwrap(item) for item in obj)
     if kind is dict:
-        return {key: _unwrap(value) for key, value in obj.items()}
+        return {key: unwrap(value) for key, value in obj.items()}
     return obj
 
 
@@ -178,3 +178,6 @@ def as_tensor(value: Any, dtype: torch.dtype | None = None) -> Tensor:
     if dtype is None and tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
     return tensor
+
+
+__all__ = ["TensorLike", "as_tensor", "unwrap"]

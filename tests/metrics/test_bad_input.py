@@ -142,3 +142,30 @@ def test_non_tensors(value):
 def test_other_bad_values(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (
+            lambda: metrics.confusion_matrix(torch.tensor([0]), torch.tensor([0]), 0),
+            ValueError,
+            "num_classes must be a positive int or None, got 0",
+        ),
+        (
+            lambda: metrics.confusion_matrix(torch.tensor([0]), torch.tensor([0]), 2.0),
+            TypeError,
+            r"num_classes must be a positive int or None, got 2\.0",
+        ),
+        (
+            lambda: metrics.expected_calibration_error(
+                torch.full((2, 2), 0.5), torch.zeros(2), n_bins=True
+            ),
+            TypeError,
+            "n_bins must be a positive int, got True",
+        ),
+    ],
+)
+def test_counts_are_checked(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -232,6 +232,19 @@ def test_observed_weights_use_the_plain_forward():
     torch.testing.assert_close(layer(x), x @ weight.T + layer.bias)
 
 
+@pytest.mark.parametrize("estimator", ["local_reparameterization", "flipout"])
+def test_sites_record_the_handlers_in_force(estimator):
+    """A layer that reads its weights' distributions, not their values, still
+    records them as used, with the handlers around the forward pass."""
+    layer = nn.Linear(3, 2, estimator=estimator)
+    borch.sample(layer)
+    with borch.scale(2.0):
+        layer(torch.randn(4, 3))
+    sites = borch.sites(layer)
+    assert [site.name for site in sites] == ["weight", "bias"]
+    assert all(site.scale == 2.0 for site in sites)
+
+
 def test_converted_networks_take_estimators():
     net = torch.nn.Sequential(
         torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1)

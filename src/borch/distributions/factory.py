@@ -182,3 +182,6 @@ def _docstring(name, distribution_cls, parameters, class_constraints) -> str:
         "parameterisation.",
     ]
     return "\n".join(lines)
+
+
+__all__ = ["random_variable_class"]

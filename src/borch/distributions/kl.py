@@ -61,3 +61,6 @@ def kl_exists(p: DistributionLike, q: DistributionLike) -> bool:
 
 _exists_cache: dict[tuple[type, type], bool] = {}
 _exists_cache_registry_size = [0]
+
+
+__all__ = ["DistributionLike", "as_distribution", "kl_divergence", "kl_exists"]

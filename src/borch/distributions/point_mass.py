@@ -168,3 +168,6 @@ class PointMass(Distribution):
         )
         extra = jacobian.dim() - len(self.batch_shape)
         return jacobian.sum(tuple(range(-extra, 0))) if extra > 0 else jacobian
+
+
+__all__ = ["Delta", "PointMass"]

@@ -101,3 +101,14 @@ def torchmetrics_functional():
             "this metric uses torchmetrics: pip install 'borch[metrics]'"
         ) from None
     return classification
+
+
+__all__ = [
+    "as_tensor",
+    "batch_match",
+    "dims_at_least",
+    "labels",
+    "probabilities",
+    "same_shape",
+    "torchmetrics_functional",
+]

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from borch.metrics import _checks
+from borch.validation import check_count
 
 
 def accuracy(predictions: Any, targets: Any) -> Tensor:
@@ -60,13 +61,12 @@ def confusion_matrix(
         tensor([[1, 1],
                 [0, 1]])
     """
+    num_classes = check_count("num_classes", num_classes, allow_none=True)
     predictions = _checks.labels(predictions, "predictions", num_classes)
     targets = _checks.labels(targets, "targets", num_classes)
     _checks.same_shape(predictions, "predictions", targets, "targets")
     if num_classes is None:
         num_classes = int(max(predictions.max(), targets.max())) + 1
-    elif not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     index = targets.flatten() * num_classes + predictions.flatten()
     counts = torch.bincount(index, minlength=num_classes**2)
     return counts.reshape(num_classes, num_classes)
@@ -124,8 +124,7 @@ def expected_calibration_error(probs: Any, targets: Any, n_bins: int = 15) -> Te
         )
     targets = _checks.labels(targets, "targets", probs.shape[-1])
     _checks.batch_match(probs, "probs", targets, "targets")
-    if not isinstance(n_bins, int) or isinstance(n_bins, bool) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    n_bins = check_count("n_bins", n_bins)
     functional = _checks.torchmetrics_functional()
     return functional.multiclass_calibration_error(
         probs, targets, num_classes=probs.shape[-1], n_bins=n_bins, norm="l1"

@@ -15,6 +15,7 @@ from borch.nn.layer import (
     borch_class,
     borchify_children,
     check_posterior_creator,
+    has_own_parameters,
 )
 from borch.posterior import Posterior
 from borch.rv_factories import RVFactory, check_rv_factory
@@ -107,9 +108,7 @@ def borchify_network(
         check_rv_factory(rv_factory)
     creator = check_posterior_creator(posterior_creator)
     copied = copy.deepcopy(net)
-    if not isinstance(copied, Module) and any(
-        value is not None for value in copied._parameters.values()
-    ):
+    if not isinstance(copied, Module) and has_own_parameters(copied):
         copied = adopt(copied, rv_factory, creator())
     borchify_children(copied, rv_factory, creator)
     return copied

@@ -24,10 +24,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from borch import distributions as dist
 from borch.posterior import Normal, Posterior
 from borch.random_variable import RandomVariable
-from borch.rv_factories import _with_value, default_rv_factory
+from borch.rv_factories import default_rv_factory, parameter_to_normal_rv
 
 #: Initial log scale of the default Normal posterior (scale ``exp(-5) = 0.0067``).
 DEFAULT_LOG_SCALE = -5.0
@@ -78,7 +77,7 @@ def layer_prior(
         return None
     if isinstance(module, STANDARD_NORMAL_PRIOR):
         with torch.no_grad():
-            return _with_value(dist.Normal(0.0, 1.0), parameter)
+            return parameter_to_normal_rv(name, parameter)
     return default_rv_factory(name, parameter)
 
 

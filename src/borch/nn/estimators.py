@@ -150,9 +150,8 @@ def _check_layer(layer: nn.Module, estimator: str) -> None:
             "would be biased; use estimator='flipout' for convolutions"
         )
     names = ("weight", "bias") if estimator == LOCAL_REPARAMETERIZATION else ("weight",)
-    posterior = layer._modules["posterior"]._modules
     for name in names:
-        approximation = posterior.get(name)
+        approximation = layer.posterior.approximation(name)
         if approximation is not None and not isinstance(approximation, dist.Normal):
             raise ValueError(
                 f"estimator {estimator!r} needs a Normal posterior for {kind}.{name}, "
@@ -164,23 +163,22 @@ def _check_layer(layer: nn.Module, estimator: str) -> None:
 
 def _has_fixed_weights(layer: nn.Module) -> bool:
     """Whether a weight or bias is observed or conditioned (a given value)."""
-    observed = layer._modules["observed"]._buffers
-    conditioned = layer.__dict__["_conditioned"]
-    if not observed and not conditioned:
-        return False
-    return any(name in observed or name in conditioned for name in ("weight", "bias"))
+    return layer.is_given("weight") or layer.is_given("bias")
 
 
 def _normal_stats(layer: nn.Module, name: str) -> tuple[Tensor, Tensor] | None:
     """``(loc, scale)`` of the Normal posterior of ``name``, marked as used; ``None``
     when the layer has no random variable of that name."""
-    approximation = layer._modules["posterior"]._modules.get(name)
-    if approximation is None or name not in layer._modules["prior"]._modules:
+    approximation = layer.posterior.approximation(name)
+    if approximation is None:
+        return None
+    try:
+        layer.mark_used(name)
+    except KeyError:  # the variable was deleted; its approximation stays
         return None
     if not isinstance(approximation, dist.Normal):
         _check_layer(layer, LOCAL_REPARAMETERIZATION)
-    layer.__dict__["_used"][name] = None
-    distribution = approximation._distribution_now()
+    distribution = approximation.distribution
     return distribution.loc, distribution.scale
 
 

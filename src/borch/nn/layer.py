@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import typing_extensions
 from torch import nn
 
-from borch.module import RESERVED_NAMES, Module
+from borch.module import (
+    RESERVED_NAMES,
+    Module,
+    Observed,
+    attach_borch_state,
+    check_posterior,
+)
 from borch.nn import defaults
 from borch.nn.estimators import EstimatorMixin
 from borch.nn.lazy import LazyMixin
@@ -65,7 +72,7 @@ class BorchLayer:
         if rv_factory is not None:
             check_rv_factory(rv_factory)
         super().__init__(*args, **kwargs)
-        if "_used" not in self.__dict__:  # torch's __init__ did not reach ours
+        if not _has_borch_state(self):  # torch's __init__ did not reach ours
             attach_borch_state(self)
         # Children get fresh copies of the posterior before it holds anything.
         template = copy.deepcopy(posterior)
@@ -83,10 +90,11 @@ class BorchLayer:
         overrides = state.get("_borch_overrides") or {}
         convert_parameters(self, _prior_for(rv_factory), overrides)
         # Overrides are used once; afterwards they live on as the priors.
+        priors = self.prior
         state["_borch_overrides"] = {
             name: value
             for name, value in overrides.items()
-            if name not in self._modules["prior"]._modules
+            if getattr(priors, name, None) is None
         }
 
     def __repr__(self) -> str:
@@ -130,22 +138,21 @@ def _new_instance_of_twin(source: type) -> nn.Module:
 
 
 def _has_content(container: nn.Module) -> bool:
-    return bool(container._modules or container._parameters or container._buffers)
+    held = itertools.chain(
+        container.children(),
+        container.parameters(recurse=False),
+        container.buffers(recurse=False),
+    )
+    return next(held, None) is not None
+
+
+def _has_borch_state(module: nn.Module) -> bool:
+    """Whether ``borch.Module.__init__`` has given ``module`` its containers."""
+    return isinstance(dict(module.named_children()).get("observed"), Observed)
 
 
 def _check_posterior(posterior: Any) -> Posterior:
-    if posterior is None:
-        return defaults.default_posterior()
-    if isinstance(posterior, type) and issubclass(posterior, Posterior):
-        raise TypeError(
-            f"posterior must be an instance, e.g. posterior={posterior.__name__}()"
-        )
-    if not isinstance(posterior, Posterior):
-        raise TypeError(
-            "posterior must be a borch.posterior.Posterior, got "
-            f"{type(posterior).__name__}"
-        )
-    return posterior
+    return check_posterior(posterior, defaults.default_posterior)
 
 
 def _prior_for(rv_factory: RVFactory | None):
@@ -312,28 +319,6 @@ def _signature(source: type) -> inspect.Signature | None:
 
 
 # ------------------------------------------------------------------ conversion
-def attach_borch_state(module: nn.Module, posterior: Posterior | None = None) -> None:
-    """Give a torch module the state ``borch.Module.__init__`` creates (prior,
-    posterior and observed children first, then its own), keeping what it has."""
-    clash = [name for name in RESERVED_NAMES if name in module.__dict__["_modules"]]
-    if clash or any(name in module.__dict__ for name in RESERVED_NAMES):
-        name = (
-            clash[0]
-            if clash
-            else next(n for n in RESERVED_NAMES if n in module.__dict__)
-        )
-        raise ValueError(
-            f"{type(module).__name__} has an attribute named {name!r}, which "
-            "borch.Module reserves; rename it before converting the module"
-        )
-    scratch = Module(posterior=posterior)
-    state = module.__dict__
-    for key, value in scratch.__dict__.items():
-        if key not in state:
-            state[key] = value
-    state["_modules"] = {**scratch.__dict__["_modules"], **state["_modules"]}
-
-
 def adopt(
     module: nn.Module,
     rv_factory: RVFactory | None = None,
@@ -355,8 +340,9 @@ def adopt(
     return module
 
 
-def _has_own_parameters(module: nn.Module) -> bool:
-    return any(value is not None for value in module._parameters.values())
+def has_own_parameters(module: nn.Module) -> bool:
+    """Whether ``module`` holds parameters itself (not only in its children)."""
+    return next(module.parameters(recurse=False), None) is not None
 
 
 def borchify_children(
@@ -366,12 +352,12 @@ def borchify_children(
 ) -> None:
     """Convert, in place, every torch module below ``module`` that has parameters of
     its own, recursing through containers and plain modules."""
-    for name, child in list(module._modules.items()):
-        if child is None or (name in RESERVED_NAMES and isinstance(module, Module)):
+    for name, child in list(module.named_children()):
+        if name in RESERVED_NAMES and isinstance(module, Module):
             continue
         if isinstance(child, (RandomVariable, Posterior)):
             continue
-        if not isinstance(child, Module) and _has_own_parameters(child):
+        if not isinstance(child, Module) and has_own_parameters(child):
             adopt(child, rv_factory, posterior_creator())
         borchify_children(child, rv_factory, posterior_creator)
 
@@ -393,11 +379,6 @@ def check_posterior_creator(posterior_creator: Any) -> PosteriorCreator:
     return posterior_creator
 
 
-def registered_twins() -> Mapping[type, type]:
-    """The twins made so far, by torch class (read-only view)."""
-    return dict(_TWINS)
-
-
 __all__ = [
     "BorchLayer",
     "PosteriorCreator",
@@ -406,6 +387,6 @@ __all__ = [
     "borch_class",
     "borchify_children",
     "check_posterior_creator",
+    "has_own_parameters",
     "is_container",
-    "registered_twins",
 ]

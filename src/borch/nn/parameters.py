@@ -20,17 +20,22 @@ def own_parameter_names(module: nn.Module) -> list[str]:
     materialised (lazy modules create theirs on the first forward pass)."""
     return [
         name
-        for name, parameter in module._parameters.items()
-        if parameter is not None and not isinstance(parameter, UninitializedParameter)
+        for name, parameter in _own_parameters(module)
+        if not isinstance(parameter, UninitializedParameter)
     ]
+
+
+def _own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of the module's own parameters that are not ``None``,
+    every name (a parameter held under two names appears twice)."""
+    return list(module.named_parameters(recurse=False, remove_duplicate=False))
 
 
 def check_overrides(module: nn.Module, overrides: Mapping[str, object]) -> None:
     """A ``ValueError`` naming any override for a parameter the module lacks."""
-    known = [name for name, value in module._parameters.items() if value is not None]
-    known += (
-        list(module._modules["prior"]._modules) if "prior" in module._modules else []
-    )
+    known = [name for name, _ in _own_parameters(module)]
+    if isinstance(module, Module):
+        known += [name for name, _ in module.prior.named_children()]
     unknown = [name for name in overrides if name not in known]
     if unknown:
         listed = ", ".join(known) if known else "none"
@@ -48,8 +53,9 @@ def convert_parameters(
 ) -> None:
     """Replace the module's own parameters by priors, so its posterior creates their
     approximations; ``overrides`` give the prior of some parameters by name."""
+    parameters = dict(_own_parameters(module))
     for name in own_parameter_names(module):
-        parameter = module._parameters[name]
+        parameter = parameters[name]
         if name in overrides:
             prior = fit_override(module, name, overrides[name], parameter)
         else:
@@ -62,9 +68,10 @@ def convert_parameters(
                     f"RandomVariable (or None to keep the parameter), got "
                     f"{type(prior).__name__}"
                 )
-        del module._parameters[name]
-        # Module.__setattr__ directly: some torch classes (RNNs) mirror parameters
-        # assigned through their own __setattr__ into caches.
+        # nn.Module's __delattr__ and Module.__setattr__ directly: some torch
+        # classes (RNNs) mirror parameters assigned through their own __setattr__
+        # into caches.
+        nn.Module.__delattr__(module, name)
         Module.__setattr__(module, name, prior)
         _match_parameter(module, name, parameter)
 
@@ -94,7 +101,7 @@ def fit_override(
 def _match_parameter(module: Module, name: str, parameter: Tensor) -> None:
     """Give the approximation the parameter's floating dtype and device (priors with
     number arguments build tensors of torch's defaults)."""
-    approximation = module._modules["posterior"]._modules.get(name)
+    approximation = module.posterior.approximation(name)
     if approximation is None:
         return
     for tensor in approximation.parameters():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -138,6 +138,16 @@ def is_linked(value: Any) -> bool:
     return isinstance(value, Tensor) and value.grad_fn is not None
 
 
+class Links(NamedTuple):
+    """The arguments of an approximation that stay linked to the prior's: ``names``
+    of ``approximation`` and, by argument name, those of approximations of inner
+    distributions (:func:`linked_approximation` makes it, :func:`relink` reads it)."""
+
+    approximation: RandomVariable
+    names: tuple[str, ...]
+    inner: dict[str, Links]
+
+
 def approximation_like(
     name: str, prior: RandomVariable, keep_links: bool
 ) -> RandomVariable:
@@ -145,19 +155,35 @@ def approximation_like(
 
     Arguments with a continuous constraint become parameters in unconstrained space,
     initialised at the prior's (broadcast) values. With ``keep_links``, arguments that
-    depend on other random variables are kept as they are and re-linked on every
-    assignment (recorded in ``_linked_args``). Discrete or unconstrained arguments
-    (counts, dimensions, transforms) are copied.
+    depend on other random variables are kept as they are (:func:`linked_approximation`
+    also says which, for :func:`relink`). Discrete or unconstrained arguments (counts,
+    dimensions, transforms) are copied.
     """
+    return _approximation_like(name, prior, keep_links)[0]
+
+
+def linked_approximation(
+    name: str, prior: RandomVariable
+) -> tuple[RandomVariable, Links]:
+    """:func:`approximation_like` with links kept, and the :class:`Links` that
+    :func:`relink` needs to point them at the prior's current arguments."""
+    return _approximation_like(name, prior, keep_links=True)
+
+
+def _approximation_like(
+    name: str, prior: RandomVariable, keep_links: bool
+) -> tuple[RandomVariable, Links]:
     prior_dist = prior.distribution
     arg_constraints = _instance_constraints(prior_dist)
     arguments: dict[str, Any] = {}
     linked = []
-    for arg_name in prior.arguments:
-        value = prior._arg(arg_name)
+    inner: dict[str, Links] = {}
+    for arg_name, value in prior.arguments.items():
         constraint = arg_constraints.get(arg_name)
         if isinstance(value, RandomVariable) and arg_name in prior.distribution_args:
-            arguments[arg_name] = approximation_like(name, value, keep_links)
+            arguments[arg_name], inner[arg_name] = _approximation_like(
+                name, value, keep_links
+            )
         elif keep_links and is_linked(value):
             arguments[arg_name] = value
             linked.append(arg_name)
@@ -176,21 +202,30 @@ def approximation_like(
                 initial = torch.as_tensor(_plain(value))
             arguments[arg_name] = learnable(initial, constraint)
     approximation = type(prior)(**arguments)
-    approximation.__dict__["_linked_args"] = tuple(linked)
-    return approximation
+    return approximation, Links(approximation, tuple(linked), inner)
 
 
-def relink(approximation: RandomVariable, prior: RandomVariable) -> None:
-    """Point the linked arguments of ``approximation`` at the prior's current ones."""
-    for arg_name in approximation.__dict__.get("_linked_args", ()):
-        approximation._set_arg(arg_name, prior._arg(arg_name))
-    for arg_name in approximation.distribution_args:
-        inner = approximation.arguments.get(arg_name)
-        inner_prior = prior.arguments.get(arg_name)
-        if isinstance(inner, RandomVariable) and isinstance(
-            inner_prior, RandomVariable
-        ):
-            relink(inner, inner_prior)
+def relink(
+    approximation: RandomVariable, prior: RandomVariable, links: Links | None
+) -> None:
+    """Point the linked arguments of ``approximation`` at the prior's current ones;
+    ``links`` are those :func:`linked_approximation` gave with it (nothing is done
+    for another approximation, or ``None``)."""
+    if links is None or links.approximation is not approximation:
+        return
+    if links.names:
+        prior_arguments = prior.arguments
+        for arg_name in links.names:
+            approximation.register_param_or_buffer(arg_name, prior_arguments[arg_name])
+    if links.inner:
+        arguments, prior_arguments = approximation.arguments, prior.arguments
+        for arg_name, inner_links in links.inner.items():
+            inner = arguments.get(arg_name)
+            inner_prior = prior_arguments.get(arg_name)
+            if isinstance(inner, RandomVariable) and isinstance(
+                inner_prior, RandomVariable
+            ):
+                relink(inner, inner_prior, inner_links)
 
 
 def _instance_constraints(
@@ -348,9 +383,20 @@ def normal_approximation(
     return dist.TransformedDistribution(base, [transform])
 
 
-def log_scale_default(log_scale: float) -> float:
-    """Validate a ``log_scale`` option."""
-    log_scale = float(log_scale)
-    if not math.isfinite(log_scale):
-        raise ValueError(f"log_scale must be finite, got {log_scale}")
-    return log_scale
+__all__ = [
+    "ANY_PRIOR_FAMILIES",
+    "Links",
+    "approximation_like",
+    "canonical_support",
+    "float_dtype",
+    "is_identity",
+    "is_linked",
+    "learnable",
+    "linked_approximation",
+    "normal_approximation",
+    "prior_location",
+    "prior_spread",
+    "relink",
+    "to_unconstrained",
+    "unconstraining_transform",
+]

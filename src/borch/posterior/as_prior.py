@@ -30,3 +30,6 @@ class AsPrior(Posterior):
         self, name: str, prior: RandomVariable
     ) -> RandomVariable:
         return approximation_like(name, prior, keep_links=False)
+
+
+__all__ = ["AsPrior"]

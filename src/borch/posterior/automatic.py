@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from borch.posterior.approximations import approximation_like, relink
+from typing import Any
+
+from borch.posterior.approximations import linked_approximation, relink
 from borch.posterior.base import Posterior
 from borch.random_variable import RandomVariable
 
@@ -40,10 +42,23 @@ class Automatic(Posterior):
         True
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.__dict__["_links"] = {}
+
     def register_random_variable(
         self, name: str, prior: RandomVariable
     ) -> RandomVariable:
-        return approximation_like(name, prior, keep_links=True)
+        approximation, links = linked_approximation(name, prior)
+        self._links[name] = links
+        return approximation
 
     def update_random_variable(self, name: str, prior: RandomVariable) -> None:
-        relink(self._modules[name], prior)
+        relink(self.approximation(name), prior, self._links.get(name))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_links", {})
+        super().__setstate__(state)
+
+
+__all__ = ["Automatic"]

@@ -37,3 +37,6 @@ class Manual(Posterior):
             f"with `posterior.{name} = borch.distributions.<Family>(...)` before the "
             f"model assigns '{name}'"
         )
+
+
+__all__ = ["Manual"]

@@ -137,3 +137,6 @@ def _require_density(name: str, prior_dist, family: str) -> None:
             "continuous approximation is infinitely far from it. Use "
             "posterior.Automatic() or posterior.PointMass()."
         )
+
+
+__all__ = ["Normal", "ScaledNormal"]

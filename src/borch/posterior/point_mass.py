@@ -64,3 +64,6 @@ class PointMass(Posterior):
 
     def extra_repr(self) -> str:
         return f"loc_at_prior_mean={self._loc_at_prior_mean}"
+
+
+__all__ = ["PointMass"]
