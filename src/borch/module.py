@@ -145,8 +145,8 @@ class Module(nn.Module):
         elif observed is not None:
             self._check_observation(name, prior, observed)
         else:
-            if validation_enabled(prior._validate_args):
-                prior._distribution_now()
+            if prior.validates:
+                prior.validate()
             if approximation is None:
                 modules["posterior"].set_random_variable(name, prior)
         state["_used"][name] = current_context()
@@ -173,9 +173,9 @@ class Module(nn.Module):
     def _check_observation(
         self, name: str, prior: RandomVariable, value: Tensor
     ) -> None:
-        if not validation_enabled(prior._validate_args):
+        if not prior.validates:
             return
-        support = prior._distribution_now().support
+        support = prior.distribution.support
         checked = self._observed_checks.get(name)
         if (
             checked is not None
@@ -243,8 +243,21 @@ class Module(nn.Module):
             used[name] = current_context() if context is None else context
 
     def forget_use(self) -> None:
-        """Start a new record of use (:func:`borch.sample` calls this)."""
+        """Start a new record of use."""
         self.__dict__["_used"].clear()
+
+    def start_run(self, posterior: bool = True, prior: bool = False) -> None:
+        """Forget the record of use and have the approximating variables
+        (``posterior``) and priors (``prior``) draw anew when next read;
+        :func:`borch.sample` calls this on every borch module of a model."""
+        self.__dict__["_used"].clear()
+        modules = self._modules
+        # The containers' own dicts, not children(): this runs on every step.
+        for wanted, container in ((posterior, "posterior"), (prior, "prior")):
+            if wanted:
+                for rv in modules[container]._modules.values():
+                    if isinstance(rv, RandomVariable):
+                        rv.discard_value()
 
     def used(self) -> list[tuple]:
         """``(name, prior, approximation or None, observed, value, handlers in

@@ -486,6 +486,12 @@ class RandomVariable(TensorLike, nn.Module):
         return self.distribution.event_shape
 
     @property
+    def validates(self) -> bool:
+        """Whether this variable's arguments and values are validated now (its own
+        ``validate_args`` if given, else the :func:`borch.validate_args` switch)."""
+        return validation_enabled(self._validate_args)
+
+    @property
     def name(self) -> str | None:
         """The attribute name this variable was assigned to, if any."""
         return self._name

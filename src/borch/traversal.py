@@ -34,17 +34,7 @@ def sample(module: nn.Module, posterior: bool = True, prior: bool = False) -> No
         False
     """
     for borch_module in borch_modules(module):
-        borch_module.forget_use()
-        if posterior:
-            _redraw(borch_module.posterior)
-        if prior:
-            _redraw(borch_module.prior)
-
-
-def _redraw(container: nn.Module) -> None:
-    for rv in container.children():
-        if isinstance(rv, RandomVariable):
-            rv.discard_value()
+        borch_module.start_run(posterior=posterior, prior=prior)
 
 
 def pq_dict(module: nn.Module) -> list[dict[str, Any]]:
@@ -97,16 +87,23 @@ def pq_to_infer(module: nn.Module) -> dict[str, list]:
         >>> loss = borch.infer.vi_loss(**infer)
     """
     found = sites(module)
+    p_dists, q_dists, values, observed = [], [], [], []
+    weighted = False
+    for site in found:
+        p_dists.append(site.prior.distribution)
+        approximation = site.approximation
+        q_dists.append(None if approximation is None else approximation.distribution)
+        values.append(site.value)
+        observed.append(site.observed)
+        if not weighted and is_weighted(site.scale, site.mask):
+            weighted = True
     inputs = {
-        "p_dists": [site.prior.distribution for site in found],
-        "q_dists": [
-            None if site.approximation is None else site.approximation.distribution
-            for site in found
-        ],
-        "values": [site.value for site in found],
-        "observed": [site.observed for site in found],
+        "p_dists": p_dists,
+        "q_dists": q_dists,
+        "values": values,
+        "observed": observed,
     }
-    if any(is_weighted(site.scale, site.mask) for site in found):
+    if weighted:
         inputs["scales"] = [site.scale for site in found]
         inputs["masks"] = [site.mask for site in found]
     return inputs

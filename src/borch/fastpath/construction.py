@@ -19,7 +19,7 @@ from torch.distributions import Categorical, Distribution, LogNormal, Normal
 from torch.distributions.transforms import ExpTransform
 from torch.nn import Parameter
 
-from borch.fastpath.memo import memo, recall
+from borch.fastpath.memo import MEMO_KEY, memo
 
 __all__ = ["construct", "log_scale_of", "remember_log_scale"]
 
@@ -131,7 +131,7 @@ def remember_log_scale(normal: Normal, scale_argument: Any) -> None:
 
 def log_scale_of(normal: Normal) -> Tensor:
     """``normal.scale.log()``, or the ``log_scale`` it was built from."""
-    record = recall(normal)
+    record = normal.__dict__.get(MEMO_KEY)
     if record is None or record.log_scale is None:
         return normal.scale.log()
     return record.log_scale

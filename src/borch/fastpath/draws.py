@@ -9,7 +9,7 @@ autograd graph instead of five. A LogNormal draw is ``exp`` of such a draw, whos
 log is then known too.
 
 :func:`draw` makes the draw and remembers; :func:`standard_noise` and
-:func:`log_of` recall, only for the very tensor that was drawn and only while it is
+:func:`log_of` only for the very tensor that was drawn and only while it is
 unmodified (its version counter unchanged), and ``None`` otherwise.
 """
 
@@ -19,14 +19,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, LogNormal, Normal
 
-from borch.fastpath.memo import (
-    memo,
-    recall,
-    recall_log,
-    remember_log,
-    stamp,
-    still_current,
-)
+from borch.fastpath.memo import MEMO_KEY, keep, kept, memo, recall_log, remember_log
 
 __all__ = ["draw", "log_of", "standard_noise"]
 
@@ -53,7 +46,7 @@ def draw(distribution: Distribution) -> Tensor:
         return distribution.rsample()
     else:
         return distribution.sample()
-    memo(distribution).draw = (stamp(value), noise)
+    memo(distribution).draw = keep(noise, value)
     return value
 
 
@@ -73,10 +66,8 @@ def _normal_draw(normal: Normal) -> tuple[Tensor, Tensor]:
 def standard_noise(distribution: Distribution, value: Tensor) -> Tensor | None:
     """The standard Normal noise ``value`` was drawn with by ``distribution`` (for a
     LogNormal, the noise of ``log(value)``), or ``None`` if it was not its draw."""
-    record = recall(distribution)
-    if record is None or not still_current(record.draw, value):
-        return None
-    return record.draw[1]
+    record = distribution.__dict__.get(MEMO_KEY)
+    return None if record is None else kept(record.draw, value)
 
 
 def log_of(value: Tensor) -> Tensor | None:

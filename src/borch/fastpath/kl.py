@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 from borch.fastpath.construction import log_scale_of
-from borch.fastpath.memo import memo, recall, stamp, still_current
+from borch.fastpath.memo import MEMO_KEY, keep_pair, kept_pair, memo
 
 __all__ = ["normal_kl_sum"]
 
@@ -58,9 +58,11 @@ def _scalar_normal_constants(p: Normal) -> tuple:
     loc, scale = p.loc, p.scale
     if loc.requires_grad or scale.requires_grad:
         return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
-    record = recall(p)
-    if record is not None and still_current(record.kl_constants, loc, scale):
-        return record.kl_constants[1]
+    record = p.__dict__.get(MEMO_KEY)
+    if record is not None:
+        constants = kept_pair(record.kl_constants, loc, scale)
+        if constants is not None:
+            return constants
     # Plain numbers: tensor-with-number arithmetic skips Python-level operator
     # wrappers, and these are computed once per prior.
     sp = float(scale.reshape(()))
@@ -69,5 +71,5 @@ def _scalar_normal_constants(p: Normal) -> tuple:
         0.5 / sp**2,
         None if bool(loc.reshape(()) == 0) else loc,
     )
-    memo(p).kl_constants = (stamp(loc, scale), constants)
+    memo(p).kl_constants = keep_pair(constants, loc, scale)
     return constants

@@ -22,7 +22,7 @@ from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.draws import log_of, standard_noise
-from borch.fastpath.memo import constant, memo, recall, stamp, still_current
+from borch.fastpath.memo import MEMO_KEY, constant, keep_pair, kept_pair, memo
 
 __all__ = ["log_density"]
 
@@ -74,10 +74,10 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
     if scale.requires_grad:
         standardised = (value - loc) / scale
         return -0.5 * standardised.square() - (log_scale_of(normal) + _HALF_LOG_TWO_PI)
-    # A constant scale (a prior's): -log(scale) - log(2 pi) / 2 and 1 / (scale sqrt 2)
-    # are remembered, and a constant zero loc is not subtracted.
-    negative_normaliser, inverse_width = _constant_scale_terms(normal, scale)
-    centred = value if _is_constant_zero(normal, loc) else value - loc
+    negative_normaliser, inverse_width, centre = _constant_scale_terms(
+        normal, loc, scale
+    )
+    centred = value if centre is None else value - centre
     return negative_normaliser - (centred * inverse_width).square()
 
 
@@ -88,21 +88,20 @@ def _standard(noise: Tensor) -> Tensor:
     return torch.addcmul(offset, noise, noise, value=-0.5)
 
 
-def _constant_scale_terms(normal: Normal, scale: Tensor) -> tuple[Tensor, Tensor]:
-    record = recall(normal)
-    if record is not None and still_current(record.scale_terms, scale):
-        return record.scale_terms[1]
-    terms = (-(scale.log() + _HALF_LOG_TWO_PI), (scale * _SQRT_TWO).reciprocal())
-    memo(normal).scale_terms = (stamp(scale), terms)
+def _constant_scale_terms(normal: Normal, loc: Tensor, scale: Tensor) -> tuple:
+    """``(-log(scale) - log(2 pi) / 2, 1 / (scale sqrt 2), loc or None when it is a
+    constant zero)`` of a Normal with a constant scale (a prior's), remembered while
+    loc and scale are unchanged."""
+    record = normal.__dict__.get(MEMO_KEY)
+    if record is not None:
+        terms = kept_pair(record.scale_terms, loc, scale)
+        if terms is not None:
+            return terms
+    centre = loc if loc.requires_grad or bool(loc.any()) else None
+    terms = (
+        -(scale.log() + _HALF_LOG_TWO_PI),
+        (scale * _SQRT_TWO).reciprocal(),
+        centre,
+    )
+    memo(normal).scale_terms = keep_pair(terms, loc, scale)
     return terms
-
-
-def _is_constant_zero(normal: Normal, loc: Tensor) -> bool:
-    if loc.requires_grad:
-        return False
-    record = recall(normal)
-    if record is not None and still_current(record.zero_loc, loc):
-        return record.zero_loc[1]
-    is_zero = not bool(loc.any())
-    memo(normal).zero_loc = (stamp(loc), is_zero)
-    return is_zero

@@ -11,7 +11,7 @@ table rather than on it, so that a draw a user saves or copies carries nothing o
 borch's; an entry goes when its tensor is freed.
 
 Every entry is tied to the tensors it was computed from and their version counters:
-:func:`still_current` says whether they are unmodified.
+:func:`kept` gives its value only while they are unmodified.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ __all__ = [
     "Memo",
     "constant",
     "detached_vars",
+    "keep",
+    "keep_pair",
+    "kept",
+    "kept_pair",
     "memo",
     "recall",
     "recall_log",
     "remember_log",
-    "stamp",
-    "still_current",
 ]
 
 MEMO_KEY = "_borch_memo"
@@ -41,18 +43,15 @@ MEMO_KEY = "_borch_memo"
 class Memo:
     """What is remembered about one distribution; every field starts as ``None``.
 
-    Fields holding derived values are ``(stamp, value)`` pairs (see :func:`stamp`),
-    except ``log_scale``, which is fixed when the distribution is built.
+    ``log_scale`` is fixed when the distribution is built; the other fields hold
+    entries made by :func:`keep` or :func:`keep_pair`.
     """
 
-    __slots__ = ("draw", "kl_constants", "log_scale", "scale_terms", "zero_loc")
-
-    def __init__(self) -> None:
-        self.log_scale: Tensor | None = None
-        self.draw: tuple | None = None
-        self.kl_constants: tuple | None = None
-        self.scale_terms: tuple | None = None
-        self.zero_loc: tuple | None = None
+    # Class-level defaults: a record costs one object, its fields only when set.
+    log_scale: Tensor | None = None
+    draw: tuple | None = None
+    kl_constants: tuple | None = None
+    scale_terms: tuple | None = None
 
 
 def memo(distribution: Any) -> Memo:
@@ -81,33 +80,46 @@ def detached_vars(distribution: Any) -> dict[str, Any]:
     return {key: value for key, value in vars(distribution).items() if key != MEMO_KEY}
 
 
-def stamp(*tensors: Tensor) -> tuple:
-    """The identity and version of ``tensors``, to check an entry against later."""
-    return tuple([(tensor, tensor._version) for tensor in tensors])
+def keep(value: Any, tensor: Tensor) -> tuple:
+    """An entry: ``value``, derived from ``tensor`` as it is now."""
+    return (value, tensor, tensor._version)
 
 
-def still_current(entry: tuple | None, *tensors: Tensor) -> bool:
-    """Whether ``entry = (stamp, value)`` was made from these very, unmodified tensors.
+def kept(entry: tuple | None, tensor: Tensor) -> Any:
+    """The value of an entry made by :func:`keep` from this very, unmodified tensor,
+    else ``None``.
 
     Example:
         >>> import torch
         >>> x = torch.zeros(2)
-        >>> entry = (stamp(x), "derived from x")
-        >>> still_current(entry, x), still_current(entry, torch.zeros(2))
-        (True, False)
+        >>> entry = keep("derived from x", x)
+        >>> kept(entry, x), kept(entry, torch.zeros(2))
+        ('derived from x', None)
         >>> _ = x.add_(1)
-        >>> still_current(entry, x)
-        False
+        >>> kept(entry, x) is None
+        True
     """
-    if entry is None:
-        return False
-    stamps = entry[0]
-    if len(stamps) != len(tensors):
-        return False
-    for (kept, version), tensor in zip(stamps, tensors):
-        if kept is not tensor or tensor._version != version:
-            return False
-    return True
+    if entry is not None and entry[1] is tensor and entry[2] == tensor._version:
+        return entry[0]
+    return None
+
+
+def keep_pair(value: Any, first: Tensor, second: Tensor) -> tuple:
+    """An entry: ``value``, derived from two tensors as they are now."""
+    return (value, first, first._version, second, second._version)
+
+
+def kept_pair(entry: tuple | None, first: Tensor, second: Tensor) -> Any:
+    """As :func:`kept`, for an entry made by :func:`keep_pair`."""
+    if (
+        entry is not None
+        and entry[1] is first
+        and entry[2] == first._version
+        and entry[3] is second
+        and entry[4] == second._version
+    ):
+        return entry[0]
+    return None
 
 
 _LOGS: dict[int, tuple[weakref.ref, int, Tensor]] = {}

@@ -39,6 +39,7 @@ from borch.fastpath import log_density, normal_kl_sum
 from borch.infer.variational.terms import (
     DivergenceFn,
     analytic_kl,
+    check_lengths,
     detach_distribution,
     kl_or_estimate,
     leave_one_out_surrogate,
@@ -167,7 +168,7 @@ def vi_regularization(
         >>> vi_regularization(p_dists, q_dists, values, elbo_loss)
         tensor(-6.4327)
     """
-    _check_lengths(
+    check_lengths(
         p_dists=p_dists, q_dists=q_dists, values=values, scales=scales, masks=masks
     )
     total = torch.zeros(())
@@ -210,7 +211,7 @@ def elbo_score_function(
         >>> elbo_score_function(p_dists, q_dists, values)
         tensor(-6.4327)
     """
-    _check_lengths(
+    check_lengths(
         p_dists=p_dists, q_dists=q_dists, values=values, scales=scales, masks=masks
     )
     cost = torch.as_tensor(regularization)
@@ -326,17 +327,6 @@ def _at(items: Sequence | None, index: int, default):
 
 def _summed(values: Tensor) -> Tensor:
     return values if values.dim() == 0 else values.sum()
-
-
-def _check_lengths(**sequences: Sequence | None) -> None:
-    lengths = {
-        name: len(sequence)
-        for name, sequence in sequences.items()
-        if sequence is not None
-    }
-    if len(set(lengths.values())) > 1:
-        details = ", ".join(f"{name}={length}" for name, length in lengths.items())
-        raise ValueError(f"the input lists must have the same length, got {details}")
 
 
 __all__ = [

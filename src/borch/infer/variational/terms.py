@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,8 +40,8 @@ __all__ = [
     "PerDraw",
     "PerParticle",
     "Reduction",
-    "SiteTerms",
     "analytic_kl",
+    "check_lengths",
     "detach_distribution",
     "elementwise_form",
     "kl_or_estimate",
@@ -172,7 +171,7 @@ def elementwise_form(div_fn: DivergenceFn) -> DivergenceFn | None:
 class Reduction:
     """How elementwise terms are summed: over everything, or per particle."""
 
-    def __call__(self, term: Tensor, where: str) -> Tensor:
+    def __call__(self, term: Tensor, where: str | int) -> Tensor:
         raise NotImplementedError
 
     def divergence(
@@ -185,7 +184,7 @@ class Reduction:
 class PerDraw(Reduction):
     """Everything summed to one number: the loss of one draw of every latent."""
 
-    def __call__(self, term: Tensor, where: str) -> Tensor:
+    def __call__(self, term: Tensor, where: str | int) -> Tensor:
         return term if term.dim() == 0 else term.sum()
 
     def divergence(self, div_fn, p, q, value):
@@ -204,13 +203,13 @@ class PerParticle(Reduction):
         self.count = count
         self.batch_dims = batch_dims
 
-    def __call__(self, term: Tensor, where: str) -> Tensor:
+    def __call__(self, term: Tensor, where: str | int) -> Tensor:
         count, batch_dims = self.count, self.batch_dims
         if term.dim() <= batch_dims:  # no particle dimension: the same for every draw
             return term.sum().expand(count)
         if term.dim() != batch_dims + 1:
             raise ValueError(
-                f"{where}: a log density of shape {tuple(term.shape)} has more than "
+                f"{_named(where)}: a log density of shape {tuple(term.shape)} has more than "
                 f"batch_dims={batch_dims} batch dimensions besides the particles; "
                 "raise batch_dims"
             )
@@ -270,14 +269,6 @@ class PerParticle(Reduction):
 
 
 # ---------------------------------------------------------------- the choice
-class SiteTerms(NamedTuple):
-    """One site's reduced terms; each is ``None`` where the site has no such term."""
-
-    log_likelihood: Tensor | None = None
-    divergence: Tensor | None = None
-    score: Tensor | None = None
-
-
 def site_terms(
     p_dist: Distribution,
     q_dist: Distribution | None,
@@ -287,22 +278,31 @@ def site_terms(
     reduction: Reduction = PER_DRAW,
     scale: float | Tensor = 1.0,
     mask: Tensor | None = None,
-    where: str = "a variable",
-) -> SiteTerms:
-    """The terms of one site (see the module docstring for the choice)."""
-    has_weights = is_weighted(scale, mask)
+    where: str | int = "a variable",
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``(log likelihood, divergence, score)`` of one site, reduced; each is
+    ``None`` where the site has no such term (see the module docstring for the
+    choice). ``where`` names the site in errors (an int: its index in the input
+    lists)."""
+    has_weights = mask is not None or type(scale) is not float or scale != 1.0
     if observed:
         log_likelihood = log_density(p_dist, value)
         if has_weights:
             log_likelihood = weighted(log_likelihood, scale, mask, where)
-        return SiteTerms(log_likelihood=reduction(log_likelihood, where))
+        return (reduction(log_likelihood, where), None, None)
     if q_dist is None:
-        raise ValueError(f"{where} is latent but has no approximating distribution")
+        raise ValueError(
+            f"{_named(where)} is latent but has no approximating distribution"
+        )
     if q_dist.has_rsample:
-        return SiteTerms(
-            divergence=weighted_divergence(
+        if not has_weights and reduction is PER_DRAW:  # the common case, directly
+            return (None, div_fn(p_dist, q_dist, value), None)
+        return (
+            None,
+            weighted_divergence(
                 div_fn, p_dist, q_dist, value, scale, mask, where, reduction
-            )
+            ),
+            None,
         )
     value = value.detach()
     log_q = q_dist.log_prob(value)
@@ -314,9 +314,7 @@ def site_terms(
     if has_weights:
         divergence = weighted(divergence, scale, mask, where)
         log_q = weighted(log_q, 1.0, mask, where)
-    return SiteTerms(
-        divergence=reduction(divergence, where), score=reduction(log_q, where)
-    )
+    return (None, reduction(divergence, where), reduction(log_q, where))
 
 
 def weighted_divergence(
@@ -326,7 +324,7 @@ def weighted_divergence(
     value: Tensor,
     scale: float | Tensor = 1.0,
     mask: Tensor | None = None,
-    where: str = "a variable",
+    where: str | int = "a variable",
     reduction: Reduction = PER_DRAW,
 ) -> Tensor:
     """``div_fn``'s term of one site with its scale and mask, reduced."""
@@ -339,7 +337,7 @@ def weighted_divergence(
     if mask is not None or isinstance(scale, Tensor):
         name = getattr(div_fn, "__name__", repr(div_fn))
         raise ValueError(
-            f"{where} has a mask or a per-element scale, and div_fn {name} has no "
+            f"{_named(where)} has a mask or a per-element scale, and div_fn {name} has no "
             "elementwise form to apply it to; declare one with "
             "borch.infer.register_elementwise(div_fn, elementwise_fn)"
         )
@@ -348,7 +346,7 @@ def weighted_divergence(
 
 
 def weighted(
-    term: Tensor, scale: float | Tensor, mask: Tensor | None, where: str
+    term: Tensor, scale: float | Tensor, mask: Tensor | None, where: str | int
 ) -> Tensor:
     """``term`` with masked elements zeroed and the rest multiplied by ``scale``."""
     for name, weight in (("mask", mask), ("scale", scale)):
@@ -359,7 +357,7 @@ def weighted(
                 fits = False
             if not fits:
                 raise ValueError(
-                    f"{where}: its {name} of shape {tuple(weight.shape)} does not "
+                    f"{_named(where)}: its {name} of shape {tuple(weight.shape)} does not "
                     f"broadcast to the batch shape {tuple(term.shape)} of its log "
                     "density"
                 )
@@ -384,19 +382,21 @@ def loss_terms(
     """The negative ELBO of every site together, reduced, and the summed score
     terms of the non-reparameterised latents (``None`` when there are none)."""
     count = len(values)
-    lengths = {
-        "p_dists": len(p_dists),
-        "q_dists": len(q_dists),
-        "values": count,
-        "observed": len(observed),
-    }
-    if scales is not None:
-        lengths["scales"] = len(scales)
-    if masks is not None:
-        lengths["masks"] = len(masks)
-    if len(set(lengths.values())) > 1:
-        details = ", ".join(f"{name}={length}" for name, length in lengths.items())
-        raise ValueError(f"the input lists must have the same length, got {details}")
+    if (
+        len(p_dists) != count
+        or len(q_dists) != count
+        or len(observed) != count
+        or (scales is not None and len(scales) != count)
+        or (masks is not None and len(masks) != count)
+    ):
+        check_lengths(
+            p_dists=p_dists,
+            q_dists=q_dists,
+            values=values,
+            observed=observed,
+            scales=scales,
+            masks=masks,
+        )
     log_likelihood = divergence = score = None
     for index in range(count):
         p_dist = p_dists[index]
@@ -405,7 +405,7 @@ def loss_terms(
         q_dist = q_dists[index]
         if q_dist is not None and not isinstance(q_dist, Distribution):
             q_dist = as_distribution(q_dist)
-        terms = site_terms(
+        log_likelihood_term, divergence_term, score_term = site_terms(
             p_dist,
             q_dist,
             values[index],
@@ -414,11 +414,21 @@ def loss_terms(
             reduction,
             1.0 if scales is None else scales[index],
             None if masks is None else masks[index],
-            f"variable {index}",
+            index,
         )
-        log_likelihood = _plus(log_likelihood, terms.log_likelihood)
-        divergence = _plus(divergence, terms.divergence)
-        score = _plus(score, terms.score)
+        # Sums start from the first term: adding it to 0.0 is one more operation.
+        if log_likelihood_term is not None:
+            log_likelihood = (
+                log_likelihood_term
+                if log_likelihood is None
+                else log_likelihood + log_likelihood_term
+            )
+        if divergence_term is not None:
+            divergence = (
+                divergence_term if divergence is None else divergence + divergence_term
+            )
+        if score_term is not None:
+            score = score_term if score is None else score + score_term
     if divergence is not None and kl_scaling != 1:
         divergence = kl_scaling * divergence
     if log_likelihood is None:
@@ -430,8 +440,18 @@ def loss_terms(
     return cost, score
 
 
-def _plus(total: Tensor | None, term: Tensor | None) -> Tensor | None:
-    # Sums start from the first term: adding it to 0.0 is one more operation.
-    if term is None:
-        return total
-    return term if total is None else total + term
+def check_lengths(**sequences: Sequence | None) -> None:
+    """Raise if the given sequences (``None`` ones left out) differ in length."""
+    lengths = {
+        name: len(sequence)
+        for name, sequence in sequences.items()
+        if sequence is not None
+    }
+    if len(set(lengths.values())) > 1:
+        details = ", ".join(f"{name}={length}" for name, length in lengths.items())
+        raise ValueError(f"the input lists must have the same length, got {details}")
+
+
+def _named(where: str | int) -> str:
+    """How an error names a site: by its index in the input lists, or as given."""
+    return f"variable {where}" if isinstance(where, int) else where
