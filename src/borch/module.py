@@ -260,9 +260,9 @@ class Module(nn.Module):
                         rv.discard_value()
 
     def used(self) -> list[tuple]:
-        """``(name, prior, approximation or None, observed, value, handlers in
-        force)`` of each variable used since the record was last started, in the
-        order of first use (an approximation missing for a latent one is created).
+        """``(name, prior, approximation or None, observed, value, scale, mask,
+        plates)`` of each variable used since the record was last started, in the
+        order of first use (an approximation missing for a latent one is created);
         :func:`borch.sites` reads this."""
         modules = self._modules
         priors = modules["prior"]._modules
@@ -270,9 +270,8 @@ class Module(nn.Module):
         for name, context in self._used.items():
             prior = priors.get(name)
             if prior is not None:
-                found.append(
-                    (name, prior, *self._resolve(name, prior, modules), context)
-                )
+                approximation, observed, value = self._resolve(name, prior, modules)
+                found.append((name, prior, approximation, observed, value, *context))
         return found
 
     def resolve(self, name: str) -> tuple[RandomVariable | None, bool, Tensor]:
@@ -441,6 +440,11 @@ def named_borch_modules(module: nn.Module) -> Iterator[tuple[str, Module]]:
     The prior, posterior and observed containers are not searched: they hold random
     variables, not models.
     """
+    if isinstance(module, Module) and all(
+        key in RESERVED_NAMES for key in module._modules
+    ):  # a model without submodules, the commonest case: no walk
+        yield "", module
+        return
     seen: set[int] = set()
     stack: list[tuple[str, nn.Module]] = [("", module)]
     while stack:

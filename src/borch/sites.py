@@ -85,19 +85,13 @@ def sites(module: nn.Module) -> list[Site]:
             f"sites: module must be a torch.nn.Module, got {type(module).__name__}"
         )
     found = []
+    new_site = tuple.__new__  # Site's own constructor, without a Python-level call
     for path, borch_module in named_borch_modules(module):
-        prefix = f"{path}." if path else ""
-        for name, prior, approximation, observed, value, context in borch_module.used():
-            found.append(
-                Site(
-                    prefix + name,
-                    prior,
-                    approximation,
-                    observed,
-                    value,
-                    context.scale,
-                    context.mask,
-                    context.plates,
-                )
-            )
+        if path:
+            prefix = path + "."
+            for used in borch_module.used():
+                found.append(new_site(Site, (prefix + used[0], *used[1:])))
+        else:
+            for used in borch_module.used():
+                found.append(new_site(Site, used))
     return found
