@@ -228,8 +228,13 @@ def test_a_mask_that_does_not_fit_names_the_variable():
     model = Regression(
         likelihood_handlers=(lambda: borch.mask(torch.ones(2, dtype=torch.bool)),)
     )
+    with pytest.raises(ValueError, match=r"the mask of 'y' has shape \(2,\)"):
+        run(model)
+    model = Regression(
+        latent_handlers=(lambda: borch.mask(torch.ones(2, dtype=torch.bool)),)
+    )
     run(model)
-    with pytest.raises(ValueError, match=r"variable 1: its mask of shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"variable 0: its mask of shape \(2,\)"):
         infer.vi_loss(**borch.pq_to_infer(model))
 
 
@@ -280,3 +285,145 @@ def test_scale_refuses_factors_that_are_not_positive_and_finite(factor):
 def test_bad_handler_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# ---------------------------------------------------------------------- plates
+N_DATA = 12
+DATA = torch.linspace(-1.0, 2.0, N_DATA)
+
+
+class PlateMean(borch.Module):
+    """``mu ~ Normal(0, 3)``, ``y_i ~ Normal(mu, 1)`` in a plate."""
+
+    def forward(self, index):
+        self.mu = dist.Normal(0.0, 3.0)
+        with borch.plate("data", N_DATA, subsample=index):
+            self.observe(y=DATA[index])
+            self.y = dist.Normal(self.mu.expand(len(index)), 1.0)
+
+
+def point_mass_loss(model, index):
+    borch.sample(model)
+    model(index)
+    return infer.vi_loss(**borch.pq_to_infer(model))
+
+
+def test_a_plate_scales_the_terms_inside_by_size_over_batch():
+    model = PlateMean(posterior=posterior.PointMass())
+    index = torch.tensor([1, 4, 9])
+    loss = point_mass_loss(model, index)
+    mu = model.mu.detach()
+    q = model.posterior.mu.distribution
+    divergence = q.log_prob(mu) - td.Normal(0.0, 3.0).log_prob(mu)
+    likelihood = td.Normal(mu, 1.0).log_prob(DATA[index]).sum()
+    expected = divergence - N_DATA / 3 * likelihood
+    assert torch.allclose(loss, expected)
+    mu_site, y_site = borch.sites(model)
+    assert mu_site.scale == 1.0 and mu_site.plates == ()
+    assert y_site.scale == N_DATA / 3
+    (frame,) = y_site.plates
+    assert (frame.name, frame.size, frame.dim) == ("data", N_DATA, -1)
+    assert torch.equal(frame.subsample, index)
+
+
+def test_the_minibatch_estimate_averages_to_the_full_data_loss():
+    """With point masses the loss is deterministic: the mean over every one-point
+    subsample is exactly the full-data loss."""
+    model = PlateMean(posterior=posterior.PointMass())
+    full = point_mass_loss(model, torch.arange(N_DATA))
+    singles = [point_mass_loss(model, torch.tensor([i])) for i in range(N_DATA)]
+    assert torch.allclose(torch.stack(singles).mean(), full)
+
+
+def test_nested_plates_multiply_and_subsamples_are_drawn():
+    class Grid(borch.Module):
+        def forward(self):
+            with (
+                borch.plate("rows", 10, subsample_size=2, dim=-2) as rows,
+                borch.plate("columns", 6, subsample_size=3) as columns,
+            ):
+                self.observe(y=torch.zeros(len(rows), len(columns)))
+                self.y = dist.Normal(torch.zeros(2, 3), 1.0)
+            self.rows, self.columns = rows, columns
+
+    model = Grid()
+    model()
+    (site,) = borch.sites(model)
+    assert site.scale == 5.0 * 2.0
+    assert [frame.name for frame in site.plates] == ["rows", "columns"]
+    assert len(set(model.rows.tolist())) == 2 and len(set(model.columns.tolist())) == 3
+    assert model.rows.max() < 10 and model.columns.max() < 6
+
+
+def test_a_variable_inside_a_plate_must_have_the_subsample_size():
+    class Wrong(borch.Module):
+        def forward(self):
+            with borch.plate("data", 10, subsample_size=4):
+                self.z = dist.Normal(torch.zeros(3), 1.0)
+
+    with pytest.raises(
+        ValueError, match=r"'z' is assigned inside plate 'data'.*4 rows"
+    ):
+        Wrong()()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"size": 0}, ValueError, "size must be a positive int"),
+        ({"subsample": torch.tensor([0.0, 1.0])}, TypeError, "integer tensor"),
+        ({"subsample": torch.tensor([0, 10])}, ValueError, r"in \[0, 10\)"),
+        ({"subsample": torch.zeros(0, dtype=torch.long)}, ValueError, "non-empty"),
+        ({"subsample_size": 11}, ValueError, "exceeds size=10"),
+        (
+            {"subsample": torch.tensor([1, 2]), "subsample_size": 3},
+            ValueError,
+            "subsample_size=3",
+        ),
+        ({"dim": 0}, ValueError, "negative int"),
+    ],
+)
+def test_bad_plate_arguments(kwargs, error, match):
+    arguments = {"size": 10, **kwargs}
+    with pytest.raises(error, match=match):
+        borch.plate("data", **arguments)
+
+
+def test_plates_refuse_a_name_or_dim_in_force():
+    with (
+        borch.plate("data", 4),
+        pytest.raises(ValueError, match="already in force"),
+        borch.plate("data", 4, dim=-2),
+    ):
+        pass
+    with (
+        borch.plate("rows", 4),
+        pytest.raises(ValueError, match="indexes dim -1"),
+        borch.plate("columns", 4),
+    ):
+        pass
+
+
+def test_missing_observations_in_masked_places_give_finite_gradients():
+    data = torch.tensor([0.5, float("nan"), -1.0, float("nan")])
+    keep = ~data.isnan()
+
+    class Missing(borch.Module):
+        def forward(self):
+            self.mu = dist.Normal(0.0, 1.0)
+            with borch.mask(keep):
+                self.y = dist.Normal(self.mu.expand(4), 1.0)
+
+    model = Missing(posterior=posterior.Normal(log_scale=-1.0))
+    model.observe(y=data)
+    model()
+    loss = infer.vi_loss(**borch.pq_to_infer(model))
+    mu = model.mu
+    q = model.posterior.mu.distribution
+    expected = (q.log_prob(mu) - td.Normal(0.0, 1.0).log_prob(mu)) - td.Normal(
+        mu, 1.0
+    ).log_prob(data[keep]).sum()
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    for parameter in model.parameters():
+        assert torch.isfinite(parameter.grad).all()

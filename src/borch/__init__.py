@@ -36,7 +36,7 @@ Example:
 from borch import distributed, distributions, handlers, infer, metrics, nn, posterior
 from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
-from borch.handlers import mask, scale
+from borch.handlers import mask, plate, scale
 from borch.module import Module
 from borch.optimizer_collection import OptimizersCollection
 from borch.random_variable import RandomVariable, RVPair
@@ -72,6 +72,7 @@ __all__ = [
     "metrics",
     "named_random_variables",
     "nn",
+    "plate",
     "posterior",
     "pq_dict",
     "pq_to_infer",

@@ -33,12 +33,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from borch.validation import check_count
+
 __all__ = [
     "NO_CONTEXT",
+    "PlateFrame",
     "SiteContext",
     "current_context",
     "is_weighted",
     "mask",
+    "plate",
     "scale",
 ]
 
@@ -62,16 +66,35 @@ _CONTEXT: ContextVar[SiteContext] = ContextVar("borch_handlers", default=NO_CONT
 current_context: Callable[[], SiteContext] = _CONTEXT.get
 
 
+class PlateFrame(NamedTuple):
+    """One plate a variable was assigned in: its ``name``, full ``size``, the
+    ``subsample`` of indices used in this run, and the batch dimension ``dim``
+    (negative, counted from the right of the batch shape) it indexes."""
+
+    name: str
+    size: int
+    subsample: Tensor
+    dim: int
+
+    @property
+    def scale(self) -> float:
+        """``size / len(subsample)``: the factor of the terms inside the plate."""
+        return self.size / len(self.subsample)
+
+
 class _Handler:
     """A context manager that combines what it adds with the context in force when
-    it is entered (not when it is made)."""
+    it is entered (not when it is made); ``combine`` returns the new context and
+    the value ``with ... as value`` gives."""
 
-    def __init__(self, combine: Callable[[SiteContext], SiteContext]) -> None:
+    def __init__(self, combine: Callable[[SiteContext], tuple]) -> None:
         self._combine = combine
         self._tokens: list = []
 
-    def __enter__(self) -> None:
-        self._tokens.append(_CONTEXT.set(self._combine(_CONTEXT.get())))
+    def __enter__(self) -> object:
+        context, value = self._combine(_CONTEXT.get())
+        self._tokens.append(_CONTEXT.set(context))
+        return value
 
     def __exit__(self, *exc_info: object) -> None:
         _CONTEXT.reset(self._tokens.pop())
@@ -113,7 +136,9 @@ def scale(factor: float | Tensor) -> contextlib.AbstractContextManager[None]:
         raise TypeError(
             f"scale: factor must be a number or a tensor, got {type(factor).__name__}"
         )
-    return _Handler(lambda context: context._replace(scale=context.scale * factor))
+    return _Handler(
+        lambda context: (context._replace(scale=context.scale * factor), None)
+    )
 
 
 def mask(keep: Tensor) -> contextlib.AbstractContextManager[None]:
@@ -136,9 +161,126 @@ def mask(keep: Tensor) -> contextlib.AbstractContextManager[None]:
 
     def combine(context: SiteContext) -> SiteContext:
         combined = keep if context.mask is None else context.mask & keep
-        return context._replace(mask=combined)
+        return context._replace(mask=combined), None
 
     return _Handler(combine)
+
+
+def plate(
+    name: str,
+    size: int,
+    subsample: Tensor | None = None,
+    subsample_size: int | None = None,
+    dim: int = -1,
+) -> contextlib.AbstractContextManager[Tensor]:
+    """Mark the variables assigned inside as ``size`` conditionally independent
+    rows along batch dimension ``dim``, of which this run sees a subsample.
+
+    ``with borch.plate(...) as index`` gives the indices of the subsample: those
+    of ``subsample`` if given, else ``subsample_size`` indices drawn without
+    replacement (from torch's generator, anew each time the block is entered), else
+    all of ``0 .. size - 1``. Every variable assigned inside has its loss terms (its
+    likelihood and its divergence) multiplied by ``size / len(index)``, so a
+    minibatch gives an unbiased estimate of the whole data set's ELBO; plates nest
+    and their factors multiply. Variables inside must have the subsample's length
+    along ``dim``. A latent variable whose approximation the posterior family
+    creates gets parameters for all ``size`` rows and uses the subsample's rows in
+    each run (a local posterior); one given by ``borch.RVPair`` (e.g. computed by an
+    encoder) is used as it is.
+
+    Args:
+        name: names the plate in errors and on the sites; unique among the plates
+            in force.
+        size: the number of rows in the whole data set.
+        subsample: the indices of this run (a 1-d integer tensor).
+        subsample_size: draw this many indices instead.
+        dim: the batch dimension the plate indexes, negative.
+
+    Example:
+        >>> import torch
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> class Mean(borch.Module):
+        ...     def forward(self, y, index):
+        ...         self.mu = dist.Normal(0.0, 10.0)
+        ...         with borch.plate("data", 100, subsample=index):
+        ...             self.y = dist.Normal(self.mu.expand(len(index)), 1.0)
+        >>> model = Mean()
+        >>> index = torch.arange(10)
+        >>> model.observe(y=torch.zeros(10))
+        >>> model(torch.zeros(10), index)
+        >>> y = borch.sites(model)[1]
+        >>> y.scale, y.plates[0].name
+        (10.0, 'data')
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"plate: name must be a str, got {type(name).__name__}")
+    size = check_count(f"plate '{name}': size", size)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim >= 0:
+        raise ValueError(
+            f"plate '{name}': dim must be a negative int (counted from the right of "
+            f"the batch shape), got {dim!r}"
+        )
+    if subsample is not None:
+        subsample = _check_subsample(name, size, subsample, subsample_size)
+    elif subsample_size is not None:
+        subsample_size = check_count(f"plate '{name}': subsample_size", subsample_size)
+        if subsample_size > size:
+            raise ValueError(
+                f"plate '{name}': subsample_size={subsample_size} exceeds size={size}"
+            )
+
+    def combine(context: SiteContext) -> tuple[SiteContext, Tensor]:
+        for frame in context.plates:
+            if frame.name == name:
+                raise ValueError(f"plate '{name}' is already in force")
+            if frame.dim == dim:
+                raise ValueError(
+                    f"plate '{name}' indexes dim {dim}, as plate '{frame.name}' "
+                    "around it does; give nested plates different dims"
+                )
+        if subsample is not None:
+            index = subsample
+        elif subsample_size is not None:
+            index = torch.randperm(size)[:subsample_size]
+        else:
+            index = torch.arange(size)
+        frame = PlateFrame(name, size, index, dim)
+        factor = frame.scale
+        scaled = context.scale if factor == 1.0 else context.scale * factor
+        return context._replace(scale=scaled, plates=(*context.plates, frame)), index
+
+    return _Handler(combine)
+
+
+def _check_subsample(
+    name: str, size: int, subsample: Tensor, subsample_size: int | None
+) -> Tensor:
+    if not isinstance(subsample, Tensor) or subsample.dtype not in (
+        torch.int64,
+        torch.int32,
+    ):
+        kind = subsample.dtype if isinstance(subsample, Tensor) else type(subsample)
+        raise TypeError(
+            f"plate '{name}': subsample must be a 1-d integer tensor of indices, got "
+            f"{kind}"
+        )
+    if subsample.dim() != 1 or len(subsample) == 0:
+        raise ValueError(
+            f"plate '{name}': subsample must be a non-empty 1-d tensor of indices, "
+            f"got shape {tuple(subsample.shape)}"
+        )
+    if bool((subsample < 0).any()) or bool((subsample >= size).any()):
+        raise ValueError(
+            f"plate '{name}': subsample indices must be in [0, {size}), got "
+            f"{subsample.min().item()} .. {subsample.max().item()}"
+        )
+    if subsample_size is not None and subsample_size != len(subsample):
+        raise ValueError(
+            f"plate '{name}': subsample has {len(subsample)} indices but "
+            f"subsample_size={subsample_size}"
+        )
+    return subsample.long()
 
 
 def is_weighted(scale: float | Tensor, mask: Tensor | None) -> bool:

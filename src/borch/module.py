@@ -33,10 +33,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from borch.handlers import SiteContext, current_context
 from borch.posterior import Automatic, Posterior
+from borch.posterior.local import LocalRows, full_size_prior, plate_axes
 from borch.random_variable import RandomVariable, RVPair
 from borch.validation import check_observed_value, validation_enabled
 
@@ -109,6 +111,7 @@ class Module(nn.Module):
         self.__dict__["_observed_checks"] = {}
         self.__dict__["_conditioned"] = {}
         self.__dict__["_simulate_observed"] = False
+        self.__dict__["_local"] = {}
 
     # ------------------------------------------------------------- assignment
     def __setattr__(self, name: str, value: Any) -> None:
@@ -140,16 +143,44 @@ class Module(nn.Module):
         prior.__dict__["_name"] = name
         modules["prior"]._modules[name] = prior
         observed = modules["observed"]._buffers.get(name)
+        context = current_context()
+        local = state["_local"]
+        if local:
+            local.pop(name, None)
+        if context.plates:
+            axes = plate_axes(name, prior.distribution.batch_shape, context.plates)
         if name in state["_conditioned"]:
             pass  # data for now; no approximation needed
         elif observed is not None:
-            self._check_observation(name, prior, observed)
+            self._check_observation(name, prior, observed, context.mask)
         else:
             if prior.validates:
                 prior.validate()
             if approximation is None:
-                modules["posterior"].set_random_variable(name, prior)
-        state["_used"][name] = current_context()
+                posterior = modules["posterior"]
+                if context.plates:
+                    self._use_local_rows(name, prior, context.plates, axes)
+                else:
+                    posterior.set_random_variable(name, prior)
+        state["_used"][name] = context
+
+    def _use_local_rows(
+        self, name: str, prior: RandomVariable, plates: tuple, axes: list[int]
+    ) -> None:
+        """A latent inside plates: the posterior approximates every row (created
+        from a full-size prior the first time), and this run uses the view of the
+        subsample's rows."""
+        posterior = self._modules["posterior"]
+        full = posterior.approximation(name)
+        if full is None:
+            full = posterior.set_random_variable(name, full_size_prior(prior, plates))
+        selections = [
+            (axis, frame.subsample)
+            for axis, frame in zip(axes, plates)
+            if not _covers_all(frame)
+        ]
+        if selections:
+            self.__dict__["_local"][name] = LocalRows(full, selections)
 
     def _check_name_free(self, name: str, modules: dict) -> None:
         if name in RESERVED_NAMES:
@@ -171,7 +202,11 @@ class Module(nn.Module):
         self.__dict__.pop(name, None)
 
     def _check_observation(
-        self, name: str, prior: RandomVariable, value: Tensor
+        self,
+        name: str,
+        prior: RandomVariable,
+        value: Tensor,
+        mask: Tensor | None = None,
     ) -> None:
         if not prior.validates:
             return
@@ -181,15 +216,35 @@ class Module(nn.Module):
             checked is not None
             and checked[0] is value
             and checked[1] == value._version
+            and checked[3] is mask
             and _same_support(checked[2], support)
         ):
             return
-        if not bool(support.check(value).all()):
+        inside = support.check(value)
+        if mask is not None:
+            try:
+                fits = torch.broadcast_shapes(mask.shape, inside.shape) == inside.shape
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise ValueError(
+                    f"the mask of '{name}' has shape {tuple(mask.shape)}, which does "
+                    f"not broadcast to its observed value's batch shape "
+                    f"{tuple(inside.shape)}"
+                )
+            inside = inside | ~mask  # masked elements are not data
+        if not bool(inside.all()):
+            if value.is_floating_point() and bool(value.isnan().any()):
+                raise ValueError(
+                    f"observed value of '{name}' has NaN where it is not masked; "
+                    "mark missing entries with borch.mask(keep) around the "
+                    f"assignment of '{name}' (keep False where data are missing)"
+                )
             raise ValueError(
                 f"observed value of '{name}' is outside the support {support} of its "
                 f"prior {prior!r}: {value}"
             )
-        self._observed_checks[name] = (value, value._version, support)
+        self._observed_checks[name] = (value, value._version, support, mask)
 
     # ----------------------------------------------------------------- access
     def __getattr__(self, name: str) -> Any:
@@ -226,10 +281,13 @@ class Module(nn.Module):
             if state["_simulate_observed"]:
                 return None, True, prior.tensor
             return None, True, observed
-        posterior = modules["posterior"]
-        approximation = posterior._modules.get(name)
+        local = state["_local"]
+        approximation = local.get(name) if local else None
         if approximation is None:
-            approximation = posterior.set_random_variable(name, prior)
+            posterior = modules["posterior"]
+            approximation = posterior._modules.get(name)
+            if approximation is None:
+                approximation = posterior.set_random_variable(name, prior)
         return approximation, False, approximation.tensor
 
     # ------------------------------------------------------------ record of use
@@ -258,6 +316,9 @@ class Module(nn.Module):
                 for rv in modules[container]._modules.values():
                     if isinstance(rv, RandomVariable):
                         rv.discard_value()
+        if posterior:
+            for view in self.__dict__["_local"].values():
+                view.discard_value()
 
     def used(self) -> list[tuple]:
         """``(name, prior, approximation or None, observed, value, scale, mask,
@@ -379,6 +440,7 @@ class Module(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_observed_checks"] = {}
+        state["_local"] = {}  # views of one run; the posterior holds what they show
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -386,6 +448,7 @@ class Module(nn.Module):
         state.setdefault("_observed_checks", {})
         state.setdefault("_conditioned", {})
         state.setdefault("_simulate_observed", False)
+        state.setdefault("_local", {})
         super().__setstate__(state)
 
 
@@ -487,6 +550,14 @@ __all__ = [
     "check_posterior",
     "named_borch_modules",
 ]
+
+
+def _covers_all(frame: Any) -> bool:
+    """Whether a plate's subsample is every row in order (no view needed)."""
+    index = frame.subsample
+    return len(index) == frame.size and bool(
+        (index == torch.arange(frame.size, device=index.device)).all()
+    )
 
 
 def _same_support(a: Any, b: Any) -> bool:

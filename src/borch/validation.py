@@ -183,14 +183,19 @@ def _short(value: torch.Tensor) -> str:
 
 
 def check_observed_value(name: str, value: torch.Tensor) -> None:
-    """Reject a non-finite observation with an error naming it."""
+    """Reject an infinite observation with an error naming it.
+
+    NaN marks missing data: it is accepted here and must be masked
+    (:func:`borch.mask`) where the variable is assigned, which is checked then.
+    """
     if value.is_floating_point() or value.is_complex():
-        finite = torch.isfinite(value)
-        if not bool(finite.all()):
-            bad = value[~finite].flatten()[:5].tolist()
+        infinite = torch.isinf(value)
+        if bool(infinite.any()):
+            bad = value[infinite].flatten()[:5].tolist()
             raise ValueError(
                 f"observed value for '{name}' contains non-finite entries (e.g. "
-                f"{bad}); clean the data, or wrap the call in "
+                f"{bad}); clean the data (mark missing entries NaN and mask them "
+                "with borch.mask), or wrap the call in "
                 "`with borch.validate_args(False):` to accept it"
             )
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from borch.distributions.batch import fill_masked
 from borch.distributions.point_mass import PointMass as PointMassDistribution
 from borch.infer.hmc.potential import numpy_dtype, to_numpy
 from borch.module import borch_modules
@@ -50,9 +51,13 @@ def site_log_density(site: Site) -> Tensor:
     """A site's summed log density at its value, with its scale and mask; a latent
     site's includes the log-det-Jacobian of its point mass (the density of the
     unconstrained value)."""
-    log_density = site.prior.distribution.log_prob(site.value)
+    distribution, value = site.prior.distribution, site.value
     if site.mask is not None:
-        log_density = torch.where(site.mask, log_density, 0.0)
+        if site.observed:  # missing data (NaN) may stand in the masked places
+            value = fill_masked(distribution, value, site.mask)
+        log_density = torch.where(site.mask, distribution.log_prob(value), 0.0)
+    else:
+        log_density = distribution.log_prob(value)
     if isinstance(site.scale, Tensor) or site.scale != 1.0:
         log_density = log_density * site.scale
     log_density = log_density.sum()

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from borch.distributions.batch import fill_masked, select_batch
 from borch.distributions.kl import as_distribution, kl_exists
 from borch.fastpath import log_density
 from borch.fastpath.memo import detached_vars
@@ -41,6 +42,7 @@ __all__ = [
     "PerParticle",
     "Reduction",
     "analytic_kl",
+    "check_fits",
     "check_lengths",
     "detach_distribution",
     "elementwise_form",
@@ -239,27 +241,12 @@ class PerParticle(Reduction):
         return len(distribution.batch_shape) > self.batch_dims
 
     def _particle(self, distribution: Distribution, index: int) -> Distribution:
-        """The distribution of one particle: its tensors indexed in the leading
-        (particle) batch dimension."""
+        """The distribution of one particle (its leading batch dimension)."""
         if not self._has_particles(distribution):
             return distribution
-        batch = distribution.batch_shape
-        row = 0 if batch[0] == 1 else index
-        clone = copy.copy(distribution)
-        state = clone.__dict__
-        state.clear()
-        for key, value in detached_vars(distribution).items():
-            if isinstance(value, Distribution):
-                value = self._particle(value, index)
-            elif (
-                isinstance(value, Tensor)
-                and value.dim() >= len(batch)
-                and value.shape[: len(batch)] == batch
-            ):
-                value = value[row]
-            state[key] = value
-        state["_batch_shape"] = batch[1:]
-        return clone
+        return select_batch(
+            distribution, 0, 0 if distribution.batch_shape[0] == 1 else index
+        )
 
     def _value_particle(self, p: Distribution, value: Tensor, index: int) -> Tensor:
         event = len(p.event_shape)
@@ -286,6 +273,13 @@ def site_terms(
     lists)."""
     has_weights = mask is not None or type(scale) is not float or scale != 1.0
     if observed:
+        if mask is not None:  # missing data (NaN) may stand in the masked places
+            events = len(p_dist.event_shape)
+            batch = value.shape[: value.dim() - events] if events else value.shape
+            check_fits(
+                "mask", mask, torch.broadcast_shapes(batch, p_dist.batch_shape), where
+            )
+            value = fill_masked(p_dist, value, mask)
         log_likelihood = log_density(p_dist, value)
         if has_weights:
             log_likelihood = weighted(log_likelihood, scale, mask, where)
@@ -345,22 +339,28 @@ def weighted_divergence(
     return term if scale == 1.0 else scale * term
 
 
+def check_fits(name: str, weight, shape: torch.Size, where: str | int) -> None:
+    """Raise naming the site if a tensor ``weight`` (its mask or scale) does not
+    broadcast to the batch shape ``shape`` of its log density."""
+    if not isinstance(weight, Tensor) or weight.dim() == 0:
+        return
+    try:
+        fits = torch.broadcast_shapes(weight.shape, shape) == shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{_named(where)}: its {name} of shape {tuple(weight.shape)} does not "
+            f"broadcast to the batch shape {tuple(shape)} of its log density"
+        )
+
+
 def weighted(
     term: Tensor, scale: float | Tensor, mask: Tensor | None, where: str | int
 ) -> Tensor:
     """``term`` with masked elements zeroed and the rest multiplied by ``scale``."""
     for name, weight in (("mask", mask), ("scale", scale)):
-        if isinstance(weight, Tensor) and weight.dim() > 0:
-            try:
-                fits = torch.broadcast_shapes(weight.shape, term.shape) == term.shape
-            except RuntimeError:
-                fits = False
-            if not fits:
-                raise ValueError(
-                    f"{_named(where)}: its {name} of shape {tuple(weight.shape)} does not "
-                    f"broadcast to the batch shape {tuple(term.shape)} of its log "
-                    "density"
-                )
+        check_fits(name, weight, term.shape, where)
     if mask is not None:
         term = torch.where(mask, term, 0.0)
     if isinstance(scale, Tensor) or scale != 1.0:
