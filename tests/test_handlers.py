@@ -427,3 +427,13 @@ def test_missing_observations_in_masked_places_give_finite_gradients():
     loss.backward()
     for parameter in model.parameters():
         assert torch.isfinite(parameter.grad).all()
+
+
+def test_sharded_vi_loss_takes_the_weights_of_pq_to_infer():
+    model = Regression(likelihood_handlers=(lambda: borch.scale(2.0),))
+    log_lik, _, log_ratio = run(model)
+    loss = borch.distributed.sharded_vi_loss(
+        **borch.pq_to_infer(model), dataset_size=6, batch_size=3
+    )
+    expected = 2 * (0.5 * log_ratio - 2.0 * log_lik.sum())
+    assert torch.allclose(loss, expected)

@@ -129,6 +129,8 @@ def sharded_vi_loss(
     dataset_size: int,
     batch_size: int,
     div_fn: DivergenceFn = elbo_loss,
+    scales: Sequence | None = None,
+    masks: Sequence | None = None,
 ) -> Tensor:
     r"""The negative ELBO of the whole data set, estimated from this rank's batch.
 
@@ -144,13 +146,22 @@ def sharded_vi_loss(
         batch_size: number of data points in this rank's batch (the last batch of
             an epoch may be smaller: pass its size).
         div_fn: the divergence estimator, as for :func:`borch.infer.vi_loss`.
+        scales, masks: as returned by :func:`borch.pq_to_infer` when handlers set
+            them; they weight each variable's terms as in ``vi_loss``.
 
     Returns:
         A scalar loss to call ``backward`` on.
     """
     scaling = kl_scaling(dataset_size, batch_size)
     loss = vi_loss(
-        p_dists, q_dists, values, observed, kl_scaling=scaling, div_fn=div_fn
+        p_dists,
+        q_dists,
+        values,
+        observed,
+        kl_scaling=scaling,
+        div_fn=div_fn,
+        scales=scales,
+        masks=masks,
     )
     return loss * (dataset_size / batch_size)
 
