@@ -158,7 +158,16 @@ class Module(nn.Module):
                 prior.validate()
             if approximation is None:
                 posterior = modules["posterior"]
-                if context.plates:
+                if (
+                    not torch.is_grad_enabled()
+                    and posterior.approximation(name) is None
+                ):
+                    # Without gradients an argument computed from other variables
+                    # looks like a constant, so no approximation can be made right:
+                    # this run draws from the prior (for a forgotten observation,
+                    # the likelihood at the network's current output).
+                    local[name] = prior
+                elif context.plates:
                     self._use_local_rows(name, prior, context.plates, axes)
                 else:
                     posterior.set_random_variable(name, prior)
@@ -287,6 +296,9 @@ class Module(nn.Module):
             posterior = modules["posterior"]
             approximation = posterior._modules.get(name)
             if approximation is None:
+                if not torch.is_grad_enabled():  # see _assign_random_variable
+                    local[name] = prior
+                    return prior, False, prior.tensor
                 approximation = posterior.set_random_variable(name, prior)
         return approximation, False, approximation.tensor
 

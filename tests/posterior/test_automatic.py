@@ -1,6 +1,5 @@
 """Automatic and AsPrior: the prior's family with learnable arguments."""
 
-import pytest
 import torch
 
 import borch
@@ -67,8 +66,19 @@ def test_discrete_latent_gets_a_discrete_approximation():
     assert model.z.item() in (0.0, 1.0)
 
 
-def test_first_assignment_under_no_grad_warns():
+def test_a_latent_first_met_under_no_grad_is_drawn_from_its_prior():
+    """Without gradients an argument computed from another variable looks like a
+    constant, so no approximation is made then (nothing warns): the run draws from
+    the prior, and the first assignment with gradients makes the linked
+    approximation."""
     model = borch.Module()
     model.mu = dist.Normal(0.0, 1.0)
-    with torch.no_grad(), pytest.warns(UserWarning, match="torch.no_grad"):
-        model.y = dist.Normal(model.mu, 1.0)
+    with torch.no_grad():
+        model.y = dist.Normal(model.mu + 100.0, 0.01)
+        assert model.posterior.approximation("y") is None
+        assert (model.y - model.mu - 100.0).abs() < 0.1
+        (_, site) = borch.sites(model)
+        assert site.approximation is model.prior.y and not site.observed
+    model.y = dist.Normal(model.mu + 100.0, 0.01)
+    assert model.posterior.y.loc is not None  # made now, linked to mu
+    assert "loc" not in dict(model.posterior.y.named_parameters())
