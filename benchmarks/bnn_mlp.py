@@ -1,8 +1,8 @@
 """Workload: one training step of a Bayesian MLP 64 -> 256 -> 256 -> 10, batch 128.
 
 Mean-field Normal posteriors over every weight and bias (locs at torch's
-initialisation, scales ``exp(-5)``), priors ``Normal(0, sqrt(2 / fan_in))`` on
-weights and ``Normal(0, 1)`` on biases (the :mod:`borch.nn` defaults),
+initialisation, scales ``exp(-5)``), ``Normal(0, 1)`` priors on every weight and
+bias (the :mod:`borch.nn` defaults),
 reparameterised draws, a categorical likelihood of the labels and the analytic KL
 divergence. One step: new draws, forward, negative ELBO, backward, Adam step.
 
@@ -47,7 +47,7 @@ def data():
 
 
 def _prior_sd(fan_in: int, is_weight: bool) -> float:
-    return math.sqrt(2.0 / fan_in) if is_weight else 1.0
+    return 1.0  # borch.nn's default prior: Normal(0, 1) for every parameter
 
 
 def _torch_parameters():

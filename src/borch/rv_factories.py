@@ -171,23 +171,27 @@ def delta_rv(name: str, parameter: Tensor) -> RandomVariable:
 
 
 def default_rv_factory(name: str, parameter: Tensor) -> RandomVariable:
-    """The prior :mod:`borch.nn` layers use unless told otherwise.
+    """The prior :mod:`borch.nn` layers use unless told otherwise: ``Normal(0, 1)``
+    for every parameter, weights and vectors alike.
 
-    Weights (two or more dimensions) get :func:`kaiming_normal_rv`, ``Normal(0,
-    sqrt(2 / fan_in))``: the He initialisation's spread, so networks drawn from the
-    prior keep the scale of their activations through ReLU layers, the most common
-    case, and torch's own initialisation (standard deviation ``1 / sqrt(3 fan_in)``)
-    lies well inside it. Vectors (biases, PReLU slopes, ...) get ``Normal(0, 1)``.
+    It is the default of bayesian-torch's and TensorFlow Probability's Bayesian
+    layers and the prior of Wenzel et al., 2020 ("How Good is the Bayes Posterior in
+    Deep Neural Networks Really?"). Priors scaled to the fan-in (He's ``sqrt(2 /
+    fan_in)``, :func:`kaiming_normal_rv`) are tight enough that the exact ELBO pulls
+    a mean-field posterior's weights towards zero: on scikit-learn's digits a
+    64-128-10 MLP trained on the exact ELBO under them reached accuracy 0.94-0.96 and
+    ECE 0.13-0.16, against 0.96-0.98 and 0.016-0.019 under ``Normal(0, 1)``, level
+    with bayesian-torch and the deterministic twin (``benchmarks/bnn_defaults.py``,
+    ``benchmarks/README.md``). Torch's initialisation of any layer lies well inside
+    it.
 
     Example:
         >>> import torch
         >>> default_rv_factory("weight", torch.zeros(4, 32))
-        Normal(loc=0.0, scale=0.25)
+        Normal(loc=0.0, scale=1.0)
         >>> default_rv_factory("bias", torch.zeros(4))
         Normal(loc=0.0, scale=1.0)
     """
-    if parameter.dim() >= 2:
-        return kaiming_normal_rv(name, parameter)
     return parameter_to_normal_rv(name, parameter)
 
 

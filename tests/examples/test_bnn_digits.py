@@ -1,14 +1,18 @@
-"""The flagship digits demo runs with its default settings and meets issue 3's targets.
+"""The flagship digits demo runs with its default settings (the exact ELBO, borch.nn's
+default priors and posteriors) and meets the targets of issue 3 and of "Deep models
+done right" (item 4).
 
-The full run takes ~6 s on two slow cores, so the test runs it as shipped (no quick
-mode) and checks the acceptance thresholds on the printed table. Training is seeded,
-so the numbers are reproducible for one version of the code and of torch; the margins
-over seeds 0-4 are stated in the example's docstring (the ECE comparison is the
-thinnest: on one seed of five the twin's ECE is lower).
+The full run takes a few seconds on two quiet cores, so the test runs it as shipped
+(no quick mode) and checks the acceptance thresholds on the printed table. Training
+is seeded, so the numbers are reproducible for one version of the code and of torch;
+the figures over seeds 0-4 are stated in the example's docstring. Where a threshold
+compares the two networks, its margin comes from the 450 test digits (a paired
+standard error), not from a tolerance fitted to one run.
 """
 
 import contextlib
 import io
+import math
 import pathlib
 import runpy
 
@@ -54,15 +58,36 @@ def test_plots_are_written(run):
 
 
 def test_acceptance_thresholds(run):
-    """Issue 3: accuracy >= 0.95 and within 2 points of the twin, and predictive
-    entropy clearly higher out of distribution (here: at least 5 times the
-    in-distribution mean for both kinds of OOD input)."""
+    """Issue 3: accuracy >= 0.95, and predictive entropy clearly higher out of
+    distribution (here: at least 5 times the in-distribution mean for both kinds of
+    OOD input). Item 4 of "Deep models done right": under the exact ELBO the BNN is
+    calibrated, ECE <= 0.03 (15 bins)."""
     rows, *_ = run
-    bnn, twin = rows["Bayesian MLP"], rows["deterministic MLP"]
+    bnn = rows["Bayesian MLP"]
     assert bnn["accuracy"] >= 0.95
-    assert bnn["accuracy"] >= twin["accuracy"] - 0.02
+    assert bnn["ECE"] <= 0.03
     assert bnn["H noise"] >= 5 * bnn["H test"]
     assert bnn["H inverted"] >= 5 * bnn["H test"]
+
+
+def test_accuracy_is_level_with_the_twins(run):
+    """The BNN's accuracy is no lower than the twin's, at the resolution of 450 test
+    digits: the difference may fall below zero by at most two paired standard errors
+    (from the digits on which exactly one network is right, as in McNemar's test)."""
+    rows, predictions, labels, _, _ = run
+    bnn_right = predictions["Bayesian MLP"]["test"].mean(0).argmax(-1) == labels
+    twin_right = predictions["deterministic MLP"]["test"].mean(0).argmax(-1) == labels
+    n = len(labels)
+    only_bnn = int((bnn_right & ~twin_right).sum())
+    only_twin = int((twin_right & ~bnn_right).sum())
+    difference = (only_bnn - only_twin) / n
+    standard_error = math.sqrt(only_bnn + only_twin - (only_bnn - only_twin) ** 2 / n)
+    standard_error /= n
+    assert difference == pytest.approx(
+        rows["Bayesian MLP"]["accuracy"] - rows["deterministic MLP"]["accuracy"]
+    )
+    # with no discordant digit at all the networks agree and the check is exact
+    assert difference >= -2 * standard_error, (difference, standard_error)
 
 
 def test_calibration_is_no_worse_than_the_twins(run):

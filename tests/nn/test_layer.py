@@ -30,12 +30,13 @@ def test_posterior_starts_at_torch_initialisation():
     )
 
 
-def test_default_priors_are_scaled_to_fan_in():
-    conv = nn.Conv2d(3, 8, 5)
-    assert conv.prior.weight.scale == pytest.approx(math.sqrt(2 / (3 * 25)))
-    assert conv.prior.bias.scale == 1.0
-    embedding = nn.Embedding(10, 4)
-    assert embedding.prior.weight.scale == 1.0
+def test_default_priors_are_standard_normal():
+    """``Normal(0, 1)`` on every parameter, whatever the layer's fan-in."""
+    for layer in (nn.Conv2d(3, 8, 5), nn.Linear(300, 2), nn.Embedding(10, 4)):
+        for name, prior in layer.prior.named_children():
+            assert isinstance(prior, dist.Normal), name
+            assert (prior.loc, prior.scale) == (0.0, 1.0), name
+    assert set(dict(nn.Conv2d(3, 8, 5).prior.named_children())) == {"weight", "bias"}
 
 
 def test_parameters_are_the_posterior_parameters():

@@ -41,8 +41,15 @@ def test_readme_conv_net_trains(namespace):
     losses = namespace["losses"]
     assert all(math.isfinite(value) for value in losses)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < 0.5 * first, (first, last)
+    # The negative ELBO here is mostly the KL of 682 weights from their Normal(0, 1)
+    # priors (~4.5 nats each at the start, posterior scale exp(-5)), which falls
+    # only as the posterior scales grow; that the data are learned is checked on
+    # the prediction: accuracy, and a predictive NLL below half of chance (log 2).
+    assert last < 0.75 * first, (first, last)
     assert float(namespace["accuracy"]) >= 0.9
+    probabilities, labels = namespace["probabilities"], namespace["labels"]
+    nll = -probabilities[torch.arange(len(labels)), labels].log().mean()
+    assert float(nll) < 0.5 * math.log(2), float(nll)
     assert namespace["printed"].startswith("loss ")
 
 

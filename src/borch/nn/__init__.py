@@ -8,8 +8,8 @@ torch class, constructed with torch's arguments plus:
 * ``posterior=``: the posterior family (default
   :func:`borch.nn.defaults.default_posterior`: a Normal whose loc starts at torch's
   initial weights, with a small scale);
-* ``rv_factory=``: how priors are made (default: ``Normal(0, sqrt(2 / fan_in))`` for
-  weights, ``Normal(0, 1)`` for vectors; see :mod:`borch.rv_factories`);
+* ``rv_factory=``: how priors are made (default: ``Normal(0, 1)`` for every
+  parameter; see :mod:`borch.rv_factories`);
 * a prior per parameter by keyword: ``nn.Linear(3, 4, weight=dist.Laplace(0.0,
   0.1))`` (a bool ``bias=`` still goes to torch);
 * ``estimator=`` for Linear and Conv layers (see :mod:`borch.nn.estimators`).

@@ -6,10 +6,13 @@ priors, and which layers keep deterministic parameters.
   current weights (torch's initialisation for a new layer, the trained weights for a
   converted one) and whose scale starts small, so the network starts out predicting
   as its deterministic twin would and learns how uncertain each weight may be.
-* **Priors**: :func:`borch.rv_factories.default_rv_factory`: ``Normal(0, sqrt(2 /
-  fan_in))`` for weights (He et al., 2015), ``Normal(0, 1)`` for vectors.
-  Embedding tables get ``Normal(0, 1)``, the spread of torch's own initialisation of
-  them, as they have no fan-in in the usual sense.
+  Larger starting scales (bayesian-torch's ``softplus(-3) = 0.049``) left the
+  exact-ELBO fit under-confident in the same measurements.
+* **Priors**: :func:`borch.rv_factories.default_rv_factory`: ``Normal(0, 1)`` for
+  every weight, bias and embedding table, the prior of bayesian-torch's and
+  TensorFlow Probability's Bayesian layers. Fan-in scaled priors (He's ``sqrt(2 /
+  fan_in)``, the default before) made networks trained on the exact ELBO badly
+  under-confident; ``benchmarks/README.md`` has the measurements.
 * **Normalisation layers** (batch, instance, layer, group and RMS norm, including lazy
   and synchronised variants: every class defined in torch's ``batchnorm``,
   ``instancenorm`` and ``normalization`` modules) keep their affine parameters as
@@ -21,12 +24,11 @@ priors, and which layers keep deterministic parameters.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from borch.posterior import Normal, Posterior
 from borch.random_variable import RandomVariable
-from borch.rv_factories import default_rv_factory, parameter_to_normal_rv
+from borch.rv_factories import default_rv_factory
 
 #: Initial log scale of the default Normal posterior (scale ``exp(-5) = 0.0067``).
 DEFAULT_LOG_SCALE = -5.0
@@ -39,9 +41,6 @@ NORMALIZATION_MODULES = frozenset(
         "torch.nn.modules.normalization",
     }
 )
-
-#: Classes whose parameters get ``Normal(0, 1)`` priors (torch initialises them so).
-STANDARD_NORMAL_PRIOR = (nn.Embedding, nn.EmbeddingBag)
 
 
 def default_posterior() -> Posterior:
@@ -75,16 +74,12 @@ def layer_prior(
     deterministic."""
     if is_normalization(type(module)):
         return None
-    if isinstance(module, STANDARD_NORMAL_PRIOR):
-        with torch.no_grad():
-            return parameter_to_normal_rv(name, parameter)
     return default_rv_factory(name, parameter)
 
 
 __all__ = [
     "DEFAULT_LOG_SCALE",
     "NORMALIZATION_MODULES",
-    "STANDARD_NORMAL_PRIOR",
     "default_posterior",
     "is_normalization",
     "layer_prior",
