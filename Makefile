@@ -17,6 +17,7 @@ demo: $(STAMP)
 	$(PY) examples/bnn_digits.py
 	$(PY) examples/diabetes_regression.py
 	$(PY) examples/eight_schools.py
+	$(PY) examples/vae_digits.py
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -21,6 +21,7 @@ WORKLOADS = {
     "seed manual step": "benchmarks.seed_manual",
     "linear regression": "benchmarks.linear_regression",
     "Bayesian MLP": "benchmarks.bnn_mlp",
+    "amortised VAE": "benchmarks.vae",
 }
 
 
