@@ -84,7 +84,7 @@ def borch_step():
             loc, log_scale = encode(self.encoder, x)
             with borch.plate("data", TRAIN, subsample=index, dim=-2):
                 self.z = borch.RVPair(
-                    dist.Normal(torch.zeros_like(loc), torch.ones_like(loc)),
+                    dist.Normal(0.0, 1.0),
                     dist.Normal(loc, log_scale.exp()),
                 )
                 self.x = dist.Binomial(COUNT, logits=self.decoder(self.z))

@@ -143,7 +143,7 @@ class VAE(borch.Module):
         loc, scale = encode(self.encoder, x)
         with borch.plate("data", self.size, subsample=index, dim=-2):
             self.z = borch.RVPair(
-                dist.Normal(torch.zeros_like(loc), torch.ones_like(scale)),
+                dist.Normal(0.0, 1.0),
                 dist.Normal(loc, scale),
             )
             logits = self.decoder(self.z)

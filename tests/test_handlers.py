@@ -437,3 +437,21 @@ def test_sharded_vi_loss_takes_the_weights_of_pq_to_infer():
     )
     expected = 2 * (0.5 * log_ratio - 2.0 * log_lik.sum())
     assert torch.allclose(loss, expected)
+
+
+def test_a_prior_of_numbers_serves_inside_a_plate_with_data_or_an_approximation():
+    class Amortised(borch.Module):
+        def forward(self, index):
+            with borch.plate("data", 100, subsample=index, dim=-2):
+                loc = torch.zeros(len(index), 2, requires_grad=True)
+                self.z = borch.RVPair(
+                    dist.Normal(0.0, 1.0), dist.Normal(loc, torch.ones(len(index), 2))
+                )
+                self.observe(y=torch.zeros(len(index), 2))
+                self.y = dist.Normal(self.z, 1.0)
+                self.observe(w=torch.zeros(len(index), 2))
+                self.w = dist.Normal(0.0, 1.0)
+
+    model = Amortised()
+    model(torch.arange(10))
+    assert [site.scale for site in borch.sites(model)] == [10.0, 10.0, 10.0]

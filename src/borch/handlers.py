@@ -270,7 +270,7 @@ def _check_subsample(
             f"plate '{name}': subsample must be a non-empty 1-d tensor of indices, "
             f"got shape {tuple(subsample.shape)}"
         )
-    if bool((subsample < 0).any()) or bool((subsample >= size).any()):
+    if bool(((subsample < 0) | (subsample >= size)).any()):  # one synchronisation
         raise ValueError(
             f"plate '{name}': subsample indices must be in [0, {size}), got "
             f"{subsample.min().item()} .. {subsample.max().item()}"

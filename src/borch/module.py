@@ -148,7 +148,9 @@ class Module(nn.Module):
         if local:
             local.pop(name, None)
         if context.plates:
-            axes = plate_axes(name, prior.distribution.batch_shape, context.plates)
+            axes = plate_axes(
+                name, self._site_batch(name, prior, approximation), context.plates
+            )
         if name in state["_conditioned"]:
             pass  # data for now; no approximation needed
         elif observed is not None:
@@ -172,6 +174,28 @@ class Module(nn.Module):
                 else:
                     posterior.set_random_variable(name, prior)
         state["_used"][name] = context
+
+    def _site_batch(
+        self, name: str, prior: RandomVariable, approximation: RandomVariable | None
+    ) -> torch.Size:
+        """The batch shape of a site's log-density terms: the prior's, broadcast with
+        the data (observed or conditioned) or a given approximation, so that a prior
+        of plain numbers serves inside a plate."""
+        batch = prior.distribution.batch_shape
+        given = self._conditioned.get(name)
+        if given is None:
+            given = self._modules["observed"]._buffers.get(name)
+        if given is not None:
+            events = len(prior.distribution.event_shape)
+            other = given.shape[: given.dim() - events] if events else given.shape
+        elif approximation is not None:
+            other = approximation.distribution.batch_shape
+        else:
+            return batch
+        try:
+            return torch.broadcast_shapes(batch, other)
+        except RuntimeError:
+            return batch
 
     def _use_local_rows(
         self, name: str, prior: RandomVariable, plates: tuple, axes: list[int]

@@ -74,6 +74,10 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
     if scale.requires_grad:
         standardised = (value - loc) / scale
         return -0.5 * standardised.square() - (log_scale_of(normal) + _HALF_LOG_TWO_PI)
+    if scale.dtype != value.dtype:
+        # The remembered terms are at the scale's precision; a value of another
+        # dtype (a float32 prior of numbers at a float64 draw) takes torch's path.
+        return normal.log_prob(value)
     negative_normaliser, inverse_width, centre = _constant_scale_terms(
         normal, loc, scale
     )

@@ -34,7 +34,8 @@ def plate_axes(name: str, batch_shape: torch.Size, plates: Sequence) -> list[int
             raise ValueError(
                 f"random variable '{name}' is assigned inside plate '{frame.name}' "
                 f"(dim {frame.dim}, a subsample of {len(frame.subsample)} of "
-                f"{frame.size}) but has batch shape {tuple(batch_shape)}: give it "
+                f"{frame.size}) but its terms have batch shape {tuple(batch_shape)}: "
+                f"give its prior (or its data, or its approximation) "
                 f"{len(frame.subsample)} rows in dim {frame.dim}"
             )
         axes.append(axis)
