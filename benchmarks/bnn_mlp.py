@@ -23,11 +23,8 @@ profile of the borch step); ``make bench`` runs it with the other workloads.
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
 import itertools
 import math
-import pstats
 
 import torch
 import torch.nn.functional as F
@@ -202,40 +199,10 @@ STEP_SCALE = 0.5  # steps take milliseconds: half the default block length
 
 
 def profile_borch(steps: int = 300, top: int = 25) -> str:
-    """cProfile of the borch step (after a warm-up): the functions with the most own
-    time, then borch's own functions alone, per step, with the total time spent in
-    borch's Python code (cProfile roughly doubles the cost of Python calls, so read
-    these as shares, not as timings)."""
-    step = borch_step()
-    for _ in range(30):
-        step()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(steps):
-        step()
-    profiler.disable()
-    out = io.StringIO()
-    stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(top)
-    rows = [
-        (own, cumulative, calls, f"{path}:{line}({name})")
-        for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items()
-    ]
-    mine = sorted((row for row in rows if "/borch/" in row[3]), reverse=True)
-    total = sum(row[0] for row in rows)
-    own = sum(row[0] for row in mine)
-    out.write(
-        f"borch's own Python code: {own / steps * 1e3:.3f} ms of "
-        f"{total / steps * 1e3:.3f} ms per profiled step ({own / total:.1%})\n"
-        f"{'own us/step':>12s} {'cum us/step':>12s} {'calls/step':>11s}  function\n"
-    )
-    for own_time, cumulative, calls, where in mine[:top]:
-        where = where[where.index("/borch/") + 1 :]
-        out.write(
-            f"{own_time / steps * 1e6:12.1f} {cumulative / steps * 1e6:12.1f} "
-            f"{calls / steps:11.1f}  {where}\n"
-        )
-    return out.getvalue()
+    """cProfile of the borch step (see :func:`benchmarks.harness.profile_step`)."""
+    from benchmarks import harness
+
+    return harness.profile_step(borch_step, steps, top)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,11 +7,14 @@ a warm-up, on one thread, all variants measured in the same process run.
 
 from __future__ import annotations
 
+import cProfile
 import gc
 import importlib.util
+import io
 import json
 import os
 import platform
+import pstats
 import statistics
 import sys
 import tempfile
@@ -145,3 +148,40 @@ def ratio_table(rows: list[tuple[str, float, float | None, float | None]]) -> st
         speed_text = f"{speedup:11.2f}" if speedup is not None else f"{'-':>11s}"
         lines.append(f"{workload:28s} {borch_ratio:12.2f} {pyro_text} {speed_text}")
     return "\n".join(lines)
+
+
+def profile_step(make_step, steps: int = 300, top: int = 25) -> str:
+    """cProfile of the step ``make_step()`` returns (after a warm-up): the functions
+    with the most own time, then borch's own functions alone, per step, with the
+    total time spent in borch's Python code (cProfile roughly doubles the cost of
+    Python calls, so read these as shares, not as timings)."""
+    step = make_step()
+    for _ in range(30):
+        step()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    rows = [
+        (own, cumulative, calls, f"{path}:{line}({name})")
+        for (path, line, name), (_, calls, own, cumulative, _) in stats.stats.items()
+    ]
+    mine = sorted((row for row in rows if "/borch/" in row[3]), reverse=True)
+    total = sum(row[0] for row in rows)
+    own = sum(row[0] for row in mine)
+    out.write(
+        f"borch's own Python code: {own / steps * 1e3:.3f} ms of "
+        f"{total / steps * 1e3:.3f} ms per profiled step ({own / total:.1%})\n"
+        f"{'own us/step':>12s} {'cum us/step':>12s} {'calls/step':>11s}  function\n"
+    )
+    for own_time, cumulative, calls, where in mine[:top]:
+        where = where[where.index("/borch/") + 1 :]
+        out.write(
+            f"{own_time / steps * 1e6:12.1f} {cumulative / steps * 1e6:12.1f} "
+            f"{calls / steps:11.1f}  {where}\n"
+        )
+    return out.getvalue()
