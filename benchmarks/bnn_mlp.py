@@ -217,16 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     measured = harness.time_steps(
         harness.runnable(VARIANTS), steps=options.steps, blocks=options.blocks
     )
+    harness.print_steps(measured)
     base = measured["torch"].seconds_per_step
-    print(f"{'variant':16s} {'ms/step':>8s} {'/torch':>7s} {'spread':>7s}")
-    for variant, result in measured.items():
-        print(
-            f"{variant:16s} {result.seconds_per_step * 1e3:8.3f} "
-            f"{result.seconds_per_step / base:7.2f} {result.spread:7.2f}"
-        )
-    if "pyro" in measured:
-        speedup = measured["pyro"].seconds_per_step / measured["borch"].seconds_per_step
-        print(f"pyro / borch = {speedup:.2f}")
     peaks = {name: harness.peak_memory(make) for name, make in MEMORY_VARIANTS.items()}
     print(
         f"peak memory: borch {peaks['borch'] / 1e6:.2f} MB, torch "

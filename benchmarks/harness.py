@@ -185,3 +185,18 @@ def profile_step(make_step, steps: int = 300, top: int = 25) -> str:
             f"{calls / steps:11.1f}  {where}\n"
         )
     return out.getvalue()
+
+
+def print_steps(measured: dict) -> None:
+    """Print a workload's variants: ms per step, ratio to ``torch``, spread, and
+    Pyro / borch when Pyro ran."""
+    base = measured["torch"].seconds_per_step
+    print(f"{'variant':16s} {'ms/step':>8s} {'/torch':>7s} {'spread':>7s}")
+    for variant, result in measured.items():
+        print(
+            f"{variant:16s} {result.seconds_per_step * 1e3:8.3f} "
+            f"{result.seconds_per_step / base:7.2f} {result.spread:7.2f}"
+        )
+    if "pyro" in measured:
+        speedup = measured["pyro"].seconds_per_step / measured["borch"].seconds_per_step
+        print(f"pyro / borch = {speedup:.2f}")
