@@ -103,3 +103,15 @@ def test_scaled_normal_skewed_prior_gets_a_sound_spread():
         base.scale, torch.full_like(base.scale, math.exp(2)), rtol=0.1
     )
     assert torch.isfinite(borch.infer.vi_loss(**borch.pq_to_infer(model)))
+
+
+@pytest.mark.parametrize("family", [posterior.Normal, posterior.ScaledNormal])
+def test_loc_at_prior_mean_gives_every_element_of_a_shaped_value_a_location(family):
+    """borch.nn's priors are numbers holding their parameter's value: the
+    approximation must have the value's shape, each loc at the prior's mean."""
+    from borch import nn
+
+    layer = nn.Linear(3, 4, posterior=family(loc_at_prior_mean=True))
+    assert layer.posterior.weight.loc.shape == (4, 3)
+    assert torch.equal(layer.posterior.weight.loc.detach(), torch.zeros(4, 3))
+    assert layer(torch.ones(2, 3)).shape == (2, 4)

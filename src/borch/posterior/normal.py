@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from borch.distributions import point_mass
 from borch.posterior.approximations import (
     normal_approximation,
@@ -54,9 +56,15 @@ class Normal(Posterior):
         self._loc_at_prior_mean = bool(loc_at_prior_mean)
 
     def _location(self, prior: RandomVariable):
-        if self._loc_at_prior_mean:
-            return prior_location(prior.distribution)
-        return prior.tensor.detach()
+        if not self._loc_at_prior_mean:
+            return prior.tensor.detach()
+        location = prior_location(prior.distribution)
+        value = prior.last_value  # never draws: the user's generator stays as it is
+        if value is not None and location.shape != value.shape:
+            # A prior of numbers whose value has a shape (borch.nn's priors hold
+            # their parameter's value): one location per element of the value.
+            location = torch.broadcast_to(location, value.shape).clone()
+        return location
 
     def register_random_variable(
         self, name: str, prior: RandomVariable
