@@ -39,11 +39,14 @@ __all__ = [
     "NO_CONTEXT",
     "PlateFrame",
     "SiteContext",
+    "check_fits",
     "current_context",
     "is_weighted",
     "mask",
     "plate",
     "scale",
+    "site_label",
+    "weighted",
 ]
 
 
@@ -281,6 +284,40 @@ def _check_subsample(
             f"subsample_size={subsample_size}"
         )
     return subsample.long()
+
+
+def site_label(where: str | int) -> str:
+    """How an error names a site: by its index in a loss's input lists, or as given."""
+    return f"variable {where}" if isinstance(where, int) else where
+
+
+def check_fits(name: str, weight, shape: torch.Size, where: str | int) -> None:
+    """Raise naming the site if a tensor ``weight`` (its mask or scale) does not
+    broadcast to the batch shape ``shape`` of its log density."""
+    if not isinstance(weight, Tensor) or weight.dim() == 0:
+        return
+    try:
+        fits = torch.broadcast_shapes(weight.shape, shape) == shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{site_label(where)}: its {name} of shape {tuple(weight.shape)} does not "
+            f"broadcast to the batch shape {tuple(shape)} of its log density"
+        )
+
+
+def weighted(
+    term: Tensor, scale: float | Tensor, mask: Tensor | None, where: str | int
+) -> Tensor:
+    """``term`` with masked elements zeroed and the rest multiplied by ``scale``."""
+    for name, weight in (("mask", mask), ("scale", scale)):
+        check_fits(name, weight, term.shape, where)
+    if mask is not None:
+        term = torch.where(mask, term, 0.0)
+    if isinstance(scale, Tensor) or scale != 1.0:
+        term = term * scale
+    return term
 
 
 def is_weighted(scale: float | Tensor, mask: Tensor | None) -> bool:

@@ -336,10 +336,6 @@ class Module(nn.Module):
         if name not in used:
             used[name] = current_context() if context is None else context
 
-    def forget_use(self) -> None:
-        """Start a new record of use."""
-        self.__dict__["_used"].clear()
-
     def start_run(self, posterior: bool = True, prior: bool = False) -> None:
         """Forget the record of use and have the approximating variables
         (``posterior``) and priors (``prior``) draw anew when next read;

@@ -24,13 +24,12 @@ import numpy as np
 
 from borch.infer.hmc.adaptation import initial_step_size
 from borch.infer.hmc.hamiltonian import (
-    HMCInfo,
     IntegratorState,
     check_num_steps,
     hmc_transition,
 )
 from borch.infer.hmc.metric import DiagonalMetric, Metric
-from borch.infer.hmc.nuts import NUTSInfo, check_tree_depth, nuts_transition
+from borch.infer.hmc.nuts import check_tree_depth, nuts_transition
 from borch.infer.hmc.potential import Potential
 
 
@@ -224,14 +223,7 @@ class NUTS(HamiltonianKernel):
     def __init__(self, max_tree_depth: int = 10) -> None:
         self.max_tree_depth = check_tree_depth(max_tree_depth)
 
-    def transition(
-        self,
-        point: IntegratorState,
-        potential: Potential,
-        step_size: float,
-        metric: Metric,
-        rng: np.random.Generator,
-    ) -> tuple[IntegratorState, NUTSInfo]:
+    def transition(self, point, potential, step_size, metric, rng):
         return nuts_transition(
             point, potential, step_size, metric, rng, self.max_tree_depth
         )
@@ -262,14 +254,7 @@ class HMC(HamiltonianKernel):
     def __init__(self, num_steps: int = 10) -> None:
         self.num_steps = check_num_steps(num_steps)
 
-    def transition(
-        self,
-        point: IntegratorState,
-        potential: Potential,
-        step_size: float,
-        metric: Metric,
-        rng: np.random.Generator,
-    ) -> tuple[IntegratorState, HMCInfo]:
+    def transition(self, point, potential, step_size, metric, rng):
         return hmc_transition(point, potential, step_size, self.num_steps, metric, rng)
 
 

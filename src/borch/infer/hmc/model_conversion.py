@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from borch.distributions.batch import fill_masked
 from borch.distributions.point_mass import PointMass as PointMassDistribution
+from borch.handlers import weighted
 from borch.infer.hmc.potential import numpy_dtype, to_numpy
 from borch.module import borch_modules
 from borch.posterior import PointMass
@@ -52,14 +53,11 @@ def site_log_density(site: Site) -> Tensor:
     site's includes the log-det-Jacobian of its point mass (the density of the
     unconstrained value)."""
     distribution, value = site.prior.distribution, site.value
-    if site.mask is not None:
-        if site.observed:  # missing data (NaN) may stand in the masked places
-            value = fill_masked(distribution, value, site.mask)
-        log_density = torch.where(site.mask, distribution.log_prob(value), 0.0)
-    else:
-        log_density = distribution.log_prob(value)
-    if isinstance(site.scale, Tensor) or site.scale != 1.0:
-        log_density = log_density * site.scale
+    if site.mask is not None and site.observed:
+        value = fill_masked(distribution, value, site.mask)  # missing data: NaN
+    log_density = weighted(
+        distribution.log_prob(value), site.scale, site.mask, site.name
+    )
     log_density = log_density.sum()
     if not site.observed:
         log_density = log_density + point_mass_of(site).log_abs_det_jacobian().sum()

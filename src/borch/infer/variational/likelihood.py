@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from borch.distributions.kl import DistributionLike, as_distribution
-from borch.infer.variational.terms import weighted
+from borch.handlers import weighted
 
 __all__ = ["log_prob", "negative_log_prob"]
 

@@ -36,6 +36,7 @@ from torch.distributions import Distribution
 
 from borch.distributions.kl import DistributionLike, as_distribution
 from borch.fastpath import log_density, normal_kl_sum
+from borch.handlers import weighted
 from borch.infer.variational.terms import (
     DivergenceFn,
     analytic_kl,
@@ -46,7 +47,6 @@ from borch.infer.variational.terms import (
     loss_terms,
     register_elementwise,
     stacked_scores,
-    weighted,
     weighted_divergence,
     with_score,
 )

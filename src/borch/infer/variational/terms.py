@@ -33,7 +33,7 @@ from borch.distributions.kl import as_distribution, kl_exists
 from borch.fastpath import log_density
 from borch.fastpath.memo import detached_vars
 from borch.graph import apply_to_tensors
-from borch.handlers import is_weighted
+from borch.handlers import check_fits, is_weighted, site_label, weighted
 
 __all__ = [
     "PER_DRAW",
@@ -42,7 +42,6 @@ __all__ = [
     "PerParticle",
     "Reduction",
     "analytic_kl",
-    "check_fits",
     "check_lengths",
     "detach_distribution",
     "elementwise_form",
@@ -52,7 +51,6 @@ __all__ = [
     "register_elementwise",
     "site_terms",
     "stacked_scores",
-    "weighted",
     "weighted_divergence",
     "with_score",
 ]
@@ -71,13 +69,17 @@ def analytic_kl(q: Distribution, p: Distribution) -> Tensor | None:
     return None
 
 
-def kl_or_estimate(p: Distribution, q: Distribution, value: Tensor) -> Tensor:
+def kl_or_estimate(
+    p: Distribution, q: Distribution, value: Tensor, log_q: Tensor | None = None
+) -> Tensor:
     """The analytic ``KL(q || p)`` where it exists, else its one-draw estimate
-    ``log q(value) - log p(value)``; elementwise."""
+    ``log q(value) - log p(value)`` (``log_q`` if already computed); elementwise."""
     kl = analytic_kl(q, p)
     if kl is not None:
         return kl
-    return log_density(q, value) - log_density(p, value)
+    if log_q is None:
+        log_q = log_density(q, value)
+    return log_q - log_density(p, value)
 
 
 def detach_distribution(distribution: Distribution) -> Distribution:
@@ -211,7 +213,7 @@ class PerParticle(Reduction):
             return term.sum().expand(count)
         if term.dim() != batch_dims + 1:
             raise ValueError(
-                f"{_named(where)}: a log density of shape {tuple(term.shape)} has more than "
+                f"{site_label(where)}: a log density of shape {tuple(term.shape)} has more than "
                 f"batch_dims={batch_dims} batch dimensions besides the particles; "
                 "raise batch_dims"
             )
@@ -286,7 +288,7 @@ def site_terms(
         return (reduction(log_likelihood, where), None, None)
     if q_dist is None:
         raise ValueError(
-            f"{_named(where)} is latent but has no approximating distribution"
+            f"{site_label(where)} is latent but has no approximating distribution"
         )
     if q_dist.has_rsample:
         if not has_weights and reduction is PER_DRAW:  # the common case, directly
@@ -302,9 +304,7 @@ def site_terms(
     log_q = q_dist.log_prob(value)
     # The analytic KL has no sampling noise; its own score term is then not needed
     # (the weight only carries a constant for it, which adds no bias).
-    divergence = analytic_kl(q_dist, p_dist)
-    if divergence is None:
-        divergence = log_q - log_density(p_dist, value)
+    divergence = kl_or_estimate(p_dist, q_dist, value, log_q)
     if has_weights:
         divergence = weighted(divergence, scale, mask, where)
         log_q = weighted(log_q, 1.0, mask, where)
@@ -331,41 +331,12 @@ def weighted_divergence(
     if mask is not None or isinstance(scale, Tensor):
         name = getattr(div_fn, "__name__", repr(div_fn))
         raise ValueError(
-            f"{_named(where)} has a mask or a per-element scale, and div_fn {name} has no "
+            f"{site_label(where)} has a mask or a per-element scale, and div_fn {name} has no "
             "elementwise form to apply it to; declare one with "
             "borch.infer.register_elementwise(div_fn, elementwise_fn)"
         )
     term = reduction.divergence(div_fn, p_dist, q_dist, value)
     return term if scale == 1.0 else scale * term
-
-
-def check_fits(name: str, weight, shape: torch.Size, where: str | int) -> None:
-    """Raise naming the site if a tensor ``weight`` (its mask or scale) does not
-    broadcast to the batch shape ``shape`` of its log density."""
-    if not isinstance(weight, Tensor) or weight.dim() == 0:
-        return
-    try:
-        fits = torch.broadcast_shapes(weight.shape, shape) == shape
-    except RuntimeError:
-        fits = False
-    if not fits:
-        raise ValueError(
-            f"{_named(where)}: its {name} of shape {tuple(weight.shape)} does not "
-            f"broadcast to the batch shape {tuple(shape)} of its log density"
-        )
-
-
-def weighted(
-    term: Tensor, scale: float | Tensor, mask: Tensor | None, where: str | int
-) -> Tensor:
-    """``term`` with masked elements zeroed and the rest multiplied by ``scale``."""
-    for name, weight in (("mask", mask), ("scale", scale)):
-        check_fits(name, weight, term.shape, where)
-    if mask is not None:
-        term = torch.where(mask, term, 0.0)
-    if isinstance(scale, Tensor) or scale != 1.0:
-        term = term * scale
-    return term
 
 
 def loss_terms(
@@ -450,8 +421,3 @@ def check_lengths(**sequences: Sequence | None) -> None:
     if len(set(lengths.values())) > 1:
         details = ", ".join(f"{name}={length}" for name, length in lengths.items())
         raise ValueError(f"the input lists must have the same length, got {details}")
-
-
-def _named(where: str | int) -> str:
-    """How an error names a site: by its index in the input lists, or as given."""
-    return f"variable {where}" if isinstance(where, int) else where
