@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from borch.fastpath.shapes import broadcast_shapes
 from borch.validation import check_count
 
 __all__ = [
@@ -273,10 +274,11 @@ def _check_subsample(
             f"plate '{name}': subsample must be a non-empty 1-d tensor of indices, "
             f"got shape {tuple(subsample.shape)}"
         )
-    if bool(((subsample < 0) | (subsample >= size)).any()):  # one synchronisation
+    low, high = (bound.item() for bound in torch.aminmax(subsample))  # one pass
+    if low < 0 or high >= size:
         raise ValueError(
             f"plate '{name}': subsample indices must be in [0, {size}), got "
-            f"{subsample.min().item()} .. {subsample.max().item()}"
+            f"{low} .. {high}"
         )
     if subsample_size is not None and subsample_size != len(subsample):
         raise ValueError(
@@ -297,7 +299,7 @@ def check_fits(name: str, weight, shape: torch.Size, where: str | int) -> None:
     if not isinstance(weight, Tensor) or weight.dim() == 0:
         return
     try:
-        fits = torch.broadcast_shapes(weight.shape, shape) == shape
+        fits = broadcast_shapes(weight.shape, shape) == shape
     except RuntimeError:
         fits = False
     if not fits:

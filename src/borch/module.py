@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from borch.fastpath.shapes import broadcast_shapes
 from borch.handlers import SiteContext, current_context
 from borch.posterior import Automatic, Posterior
 from borch.posterior.local import LocalRows, full_size_prior, plate_axes
@@ -193,7 +194,7 @@ class Module(nn.Module):
         else:
             return batch
         try:
-            return torch.broadcast_shapes(batch, other)
+            return broadcast_shapes(batch, other)
         except RuntimeError:
             return batch
 
@@ -256,7 +257,7 @@ class Module(nn.Module):
         inside = support.check(value)
         if mask is not None:
             try:
-                fits = torch.broadcast_shapes(mask.shape, inside.shape) == inside.shape
+                fits = broadcast_shapes(mask.shape, inside.shape) == inside.shape
             except RuntimeError:
                 fits = False
             if not fits:
@@ -540,30 +541,30 @@ def named_borch_modules(module: nn.Module) -> Iterator[tuple[str, Module]]:
     ):  # a model without submodules, the commonest case: no walk
         yield "", module
         return
-    seen: set[int] = set()
-    stack: list[tuple[str, nn.Module]] = [("", module)]
-    while stack:
-        path, current = stack.pop()
-        if id(current) in seen:
+    found: list[tuple[str, Module]] = []
+    _collect_borch_modules(module, "", {id(module)}, found)
+    yield from found
+
+
+def _collect_borch_modules(
+    current: nn.Module, path: str, seen: set[int], found: list
+) -> None:
+    # Recursion over the dicts themselves: this runs twice per training step, and a
+    # stack of (path, child) lists cost several times more on a network of torch
+    # children.
+    is_borch = isinstance(current, Module)
+    if is_borch:
+        found.append((path, current))
+    prefix = f"{path}." if path else ""
+    for key, child in current._modules.items():
+        if child is None or (is_borch and key in RESERVED_NAMES):
             continue
-        seen.add(id(current))
-        if isinstance(current, Module):
-            yield path, current
-            children = [
-                (key, child)
-                for key, child in current._modules.items()
-                if key not in RESERVED_NAMES
-            ]
-        elif isinstance(current, (RandomVariable, Posterior)):
+        if not child._modules and not isinstance(child, Module):
+            continue  # a torch leaf (Linear, Tanh, ...): nothing to find inside
+        if id(child) in seen or isinstance(child, (RandomVariable, Posterior)):
             continue
-        else:
-            children = list(current._modules.items())
-        prefix = f"{path}." if path else ""
-        stack.extend(
-            reversed(
-                [(prefix + key, child) for key, child in children if child is not None]
-            )
-        )
+        seen.add(id(child))
+        _collect_borch_modules(child, prefix + key, seen, found)
 
 
 def borch_modules(module: nn.Module) -> Iterator[Module]:

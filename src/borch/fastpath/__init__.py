@@ -10,6 +10,7 @@ and the same values (the tests check them against torch in value and gradient):
 * :mod:`~borch.fastpath.log_density` evaluates log-densities, from that noise where
   it can;
 * :mod:`~borch.fastpath.kl` sums Normal KL divergences in closed form;
+* :mod:`~borch.fastpath.shapes` broadcasts shapes without torch's dispatch cost;
 * :mod:`~borch.fastpath.memo` is the one cache all of them share.
 """
 
@@ -17,8 +18,10 @@ from borch.fastpath.construction import construct, log_scale_of, remember_log_sc
 from borch.fastpath.draws import draw, log_of, standard_noise
 from borch.fastpath.kl import normal_kl_sum
 from borch.fastpath.log_density import log_density
+from borch.fastpath.shapes import broadcast_shapes
 
 __all__ = [
+    "broadcast_shapes",
     "construct",
     "draw",
     "log_density",

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.memo import MEMO_KEY, keep_pair, kept_pair, memo
+from borch.fastpath.shapes import broadcast_shapes
 
 __all__ = ["normal_kl_sum"]
 
@@ -37,7 +37,7 @@ def normal_kl_sum(q: Normal, p: Normal) -> Tensor:
     if p.loc.dim() == 0:
         shape = q.batch_shape  # torch's Normal holds loc and scale at this shape
     else:
-        shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
+        shape = broadcast_shapes(q.batch_shape, p.batch_shape)
     count = shape.numel()
     q_scale, q_loc = q.scale, q.loc
     if q_scale.shape != shape:

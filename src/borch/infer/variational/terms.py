@@ -32,6 +32,7 @@ from borch.distributions.batch import fill_masked, select_batch
 from borch.distributions.kl import as_distribution, kl_exists
 from borch.fastpath import log_density
 from borch.fastpath.memo import detached_vars
+from borch.fastpath.shapes import broadcast_shapes
 from borch.graph import apply_to_tensors
 from borch.handlers import check_fits, is_weighted, site_label, weighted
 
@@ -278,9 +279,7 @@ def site_terms(
         if mask is not None:  # missing data (NaN) may stand in the masked places
             events = len(p_dist.event_shape)
             batch = value.shape[: value.dim() - events] if events else value.shape
-            check_fits(
-                "mask", mask, torch.broadcast_shapes(batch, p_dist.batch_shape), where
-            )
+            check_fits("mask", mask, broadcast_shapes(batch, p_dist.batch_shape), where)
             value = fill_masked(p_dist, value, mask)
         log_likelihood = log_density(p_dist, value)
         if has_weights:
