@@ -97,10 +97,11 @@ class BorchClassifier(bnn.Module):
         return logits
 
 
-def run_borch(data, options, generator, prior=None, log_scale=None):
+def run_borch(data, options, generator, prior=None, log_scale=None, estimator=None):
     """``prior``: a prior factory (``None``: the default); ``log_scale``: the Normal
     posterior's initial log scale (``None`` with ``prior=None``: the default
-    posterior)."""
+    posterior); ``estimator``: the layers' gradient estimator (``None``: the
+    default)."""
     x, y, x_test, _ = data
 
     def layer_options() -> dict:  # a posterior object per layer
@@ -111,6 +112,8 @@ def run_borch(data, options, generator, prior=None, log_scale=None):
             chosen["posterior"] = posterior.Normal(
                 log_scale=log_scale, loc_at_prior_mean=False
             )
+        if estimator is not None:
+            chosen["estimator"] = estimator
         return chosen
 
     model = BorchClassifier(options.hidden, layer_options)
@@ -260,6 +263,10 @@ SWEEP: dict[str, tuple[Callable, float]] = {
 }
 
 
+#: the variance-reducing estimators of ``borch.nn.estimators`` in the sweep
+ESTIMATORS = ("local_reparameterization", "flipout")
+
+
 def variants() -> dict[str, Callable]:
     table: dict[str, Callable] = {
         "borch": run_borch,
@@ -277,6 +284,16 @@ def variants() -> dict[str, Callable]:
         table[f"sweep: {name}"] = functools.partial(
             run_borch, prior=prior, log_scale=log_scale
         )
+    for estimator in ESTIMATORS:
+        for log_scale in (-6.0, -5.0, -4.0):
+            table[f"sweep: N(0, 1), log_scale {log_scale:g}, {estimator}"] = (
+                functools.partial(
+                    run_borch,
+                    prior=normal_prior(1.0),
+                    log_scale=log_scale,
+                    estimator=estimator,
+                )
+            )
     return table
 
 
