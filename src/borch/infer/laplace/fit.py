@@ -153,7 +153,7 @@ def laplace_posterior(
         transforms,
         structure,
         float(log_likelihood),
-        _model_priors(blocks, latents, structure),
+        lambda: _model_priors(blocks, latents),
         min_eigenvalue,
     )
     if isinstance(prior_precision, str):
@@ -315,7 +315,7 @@ def _site_log_likelihood(site: Site) -> float:
         return float((log_density * parameters.weight).sum())
 
 
-def _model_priors(blocks: list, latents: dict, structure: str) -> list:
+def _model_priors(blocks: list, latents: dict) -> list:
     """Per block: the curvature of the model's own prior at the mode (a vector, or a
     matrix for a dense block; a number for KFAC) and its log density there."""
     priors = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -51,7 +51,7 @@ class LaplacePosterior:
         transforms: dict,
         structure: str,
         log_likelihood: float,
-        model_priors: list,
+        model_priors: Callable[[], list],
         min_eigenvalue: float | None,
     ) -> None:
         self.model = model
@@ -60,7 +60,8 @@ class LaplacePosterior:
         self.names = [name for block in blocks for name in block.names]
         self.log_likelihood = log_likelihood
         self._transforms = transforms
-        self._model_priors = model_priors
+        self._model_prior_function = model_priors
+        self._model_prior_cache: list | None = None
         self._min_eigenvalue = min_eigenvalue
         self._priors: list[Tensor] | None = None  # None: the model's own
 
@@ -89,6 +90,14 @@ class LaplacePosterior:
                 f"prior_precision must be positive and finite, got {values.tolist()}"
             )
         return list(values.unbind())
+
+    @property
+    def _model_priors(self) -> list:
+        """Per block: the curvature of the model's own prior and its log density at
+        the mode (computed when first needed)."""
+        if self._model_prior_cache is None:
+            self._model_prior_cache = self._model_prior_function()
+        return self._model_prior_cache
 
     def _block_priors(self) -> list[Tensor]:
         if self._priors is not None:
