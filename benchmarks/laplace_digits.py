@@ -22,6 +22,7 @@ when run from another environment.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import pathlib
@@ -62,7 +63,10 @@ def data():
         x, y, test_size=0.3, random_state=0
     )
     generator = torch.Generator().manual_seed(0)
-    ood = {"inverted": 1 - x_test, "noise": torch.rand(x_test.shape, generator=generator)}
+    ood = {
+        "inverted": 1 - x_test,
+        "noise": torch.rand(x_test.shape, generator=generator),
+    }
     return x_train, y_train, x_test, y_test, ood
 
 
@@ -83,7 +87,9 @@ def train_map(x, y, seed=0):
 class Classifier(bnn.Module):
     def __init__(self, net):
         super().__init__()
-        self.net = bnn.borchify_network(net, posterior_creator=borch.posterior.PointMass)
+        self.net = bnn.borchify_network(
+            net, posterior_creator=borch.posterior.PointMass
+        )
 
     def forward(self, x):
         logits = self.net(x)
@@ -98,7 +104,7 @@ def metrics(probs, y, ood_probs):
     correct = (predicted == y).double()
     edges = torch.linspace(0, 1, BINS + 1, dtype=torch.float64)
     ece = 0.0
-    for low, high in zip(edges[:-1], edges[1:]):
+    for low, high in itertools.pairwise(edges):
         inside = (confidence > low) & (confidence <= high)
         if inside.any():
             gap = (confidence[inside].mean() - correct[inside].mean()).abs()
@@ -173,7 +179,10 @@ def laplace_torch_run(net, x, y, x_test, ood, subset, structure, link, validatio
             torch.utils.data.TensorDataset(*validation), batch_size=128
         )
         la.optimize_prior_precision(
-            method="gridsearch", val_loader=val_loader, pred_type="glm", link_approx="probit"
+            method="gridsearch",
+            val_loader=val_loader,
+            pred_type="glm",
+            link_approx="probit",
         )
 
     def predict(inputs):
@@ -204,18 +213,41 @@ def main() -> None:
         )
 
     with torch.no_grad():
-        add("MAP", "torch", net(x_test).softmax(-1),
-            {k: net(v).softmax(-1) for k, v in ood.items()}, 0.0)
+        add(
+            "MAP",
+            "torch",
+            net(x_test).softmax(-1),
+            {k: net(v).softmax(-1) for k, v in ood.items()},
+            0.0,
+        )
     for name, subset, structure, link in CONFIGS:
         probs, ood_probs, seconds, approx = borch_run(
-            net, x_train, y_train, x_test, ood, subset, structure, link,
+            net,
+            x_train,
+            y_train,
+            x_test,
+            ood,
+            subset,
+            structure,
+            link,
             "marginal_likelihood",
         )
-        add(name, "borch", probs, ood_probs, seconds,
-            {"prior_precision": float(approx.prior_precision[0])})
+        add(
+            name,
+            "borch",
+            probs,
+            ood_probs,
+            seconds,
+            {"prior_precision": float(approx.prior_precision[0])},
+        )
         if laplace_torch is not None:
-            add(name, "laplace-torch",
-                *laplace_torch_run(net, x_train, y_train, x_test, ood, subset, structure, link))
+            add(
+                name,
+                "laplace-torch",
+                *laplace_torch_run(
+                    net, x_train, y_train, x_test, ood, subset, structure, link
+                ),
+            )
 
     # prior precision by a validation set: a network trained on 80% of the training split
     x_fit, x_val, y_fit, y_val = train_test_split(
@@ -223,20 +255,51 @@ def main() -> None:
     )
     small = train_map(x_fit, y_fit)
     with torch.no_grad():
-        add("MAP (80% of training)", "torch", small(x_test).softmax(-1),
-            {k: small(v).softmax(-1) for k, v in ood.items()}, 0.0)
+        add(
+            "MAP (80% of training)",
+            "torch",
+            small(x_test).softmax(-1),
+            {k: small(v).softmax(-1) for k, v in ood.items()},
+            0.0,
+        )
     for link in ("mc", "probit"):
         name = f"last layer, KFAC, {link}, validation"
         probs, ood_probs, seconds, approx = borch_run(
-            small, x_fit, y_fit, x_test, ood, "last_layer", "kfac", link, "validation",
+            small,
+            x_fit,
+            y_fit,
+            x_test,
+            ood,
+            "last_layer",
+            "kfac",
+            link,
+            "validation",
             validation=((x_val,), {"y": y_val}),
         )
-        add(name, "borch", probs, ood_probs, seconds,
-            {"prior_precision": float(approx.prior_precision[0])})
+        add(
+            name,
+            "borch",
+            probs,
+            ood_probs,
+            seconds,
+            {"prior_precision": float(approx.prior_precision[0])},
+        )
         if laplace_torch is not None:
-            add(name, "laplace-torch",
-                *laplace_torch_run(small, x_fit, y_fit, x_test, ood, "last_layer", "kfac",
-                                   link, validation=(x_val, y_val)))
+            add(
+                name,
+                "laplace-torch",
+                *laplace_torch_run(
+                    small,
+                    x_fit,
+                    y_fit,
+                    x_test,
+                    ood,
+                    "last_layer",
+                    "kfac",
+                    link,
+                    validation=(x_val, y_val),
+                ),
+            )
     folder = pathlib.Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
     (folder / "laplace_digits.json").write_text(json.dumps(rows, indent=2))

@@ -15,6 +15,7 @@ Run ``python benchmarks/laplace_scale.py`` (writes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import pathlib
 import re
@@ -39,7 +40,7 @@ def build():
         def __init__(self):
             super().__init__()
             layers = []
-            for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+            for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
                 layers.append(bnn.Linear(a, b))
                 if i < len(SIZES) - 2:
                     layers.append(bnn.ReLU())
@@ -72,7 +73,11 @@ def child(structure: str) -> dict:
     start = time.perf_counter()
     if structure == "torch":
         closure().backward()
-        return {"structure": structure, "parameters": count, "seconds": time.perf_counter() - start}
+        return {
+            "structure": structure,
+            "parameters": count,
+            "seconds": time.perf_counter() - start,
+        }
     try:
         approx = borch.infer.laplace_posterior(
             model, closure, structure=structure, prior_precision=1.0

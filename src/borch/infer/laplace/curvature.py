@@ -88,15 +88,15 @@ def check_rows(records: list[LinearRecord], parameters: OutputParameters) -> Non
 
 
 def jacobian_pieces(
-    parameters: OutputParameters,
+    flat: Tensor,
     directions: Tensor,
     records: list[LinearRecord],
     others: list[Tensor],
 ) -> tuple[list[LinearPiece | None], list[Tensor]]:
-    """The Jacobian rows of the output parameters along ``directions`` ``(B, K)``,
-    one row per element: pieces for the linear layers (``None`` for a layer the
-    likelihood does not depend on) and ``(B, numel)`` rows for each of ``others``."""
-    flat = parameters.flat()
+    """The Jacobian rows of output parameters ``flat`` ``(B, K)`` along
+    ``directions`` ``(B, K)``, one row per element: pieces for the linear layers
+    (``None`` for a layer they do not depend on) and ``(B, numel)`` rows for each of
+    ``others``."""
     directions = directions.to(flat.dtype)
     outputs = [record.output for record in records]
     grads = (

@@ -287,7 +287,7 @@ def _fill(blocks: list, observed: list[Site]) -> None:
         rows_like = parameters.flat()
         for column in range(root.shape[-1]):
             pieces, rows = jacobian_pieces(
-                parameters, root[..., column], records, others
+                rows_like, root[..., column], records, others
             )
             by_path = {r.path: piece for r, piece in zip(records, pieces)}
             other_rows = dict(zip(map(id, others), rows))

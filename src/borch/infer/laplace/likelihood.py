@@ -17,7 +17,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution, biject_to, kl_divergence
+from torch.distributions.transforms import Transform, identity_transform
 
 from borch.sites import Site
 
@@ -61,6 +62,26 @@ class OutputParameters(NamedTuple):
             for (key, value), part in zip(self.varying.items(), parts)
         }
 
+    def unconstrained_flat(self) -> Tensor:
+        """``(B, K)``: :meth:`flat` with each argument mapped off its constraint
+        (``log`` of a scale or rate; logits as they are), the space the
+        linearised predictive is Gaussian in, so its draws stay on the support."""
+        count = self.count
+        return torch.cat(
+            [
+                _bijection(self.distribution, key).inv(value).reshape(count, -1)
+                for key, value in self.varying.items()
+            ],
+            1,
+        )
+
+    def constrained(self, flat: Tensor) -> dict[str, Tensor]:
+        """Inverse of :meth:`unconstrained_flat` (with leading sample dimensions)."""
+        return {
+            key: _bijection(self.distribution, key)(value)
+            for key, value in self.split(flat).items()
+        }
+
     def rebuild(self, varying: dict[str, Tensor]) -> Distribution:
         """The same family with ``varying`` replacing the varying arguments (which
         may carry extra leading dimensions)."""
@@ -73,6 +94,13 @@ class OutputParameters(NamedTuple):
             for key, value in self.constant.items()
         }
         return type(self.distribution)(**varying, **constant, validate_args=False)
+
+
+def _bijection(distribution: Distribution, key: str) -> Transform:
+    try:
+        return biject_to(distribution.arg_constraints[key])
+    except NotImplementedError:  # a dependent constraint: no fixed bijection
+        return identity_transform
 
 
 def output_parameters(site: Site) -> OutputParameters:

@@ -323,17 +323,17 @@ class LaplacePosterior:
     def _linearise_site(self, site, records) -> LinearisedOutput:
         parameters = output_parameters(site)
         if not parameters.varying:
-            return LinearisedOutput(parameters, self.blocks, [])
+            return LinearisedOutput(parameters, parameters.flat(), self.blocks, [])
         used = [r for r in records if r.calls]
         check_rows(used, parameters)
-        flat = parameters.flat()
+        flat = parameters.unconstrained_flat()
         count, size = flat.shape
         others = [p for block in self.blocks for p in _other_params(block)]
         per_direction = []
         for k in range(size):
             direction = torch.zeros_like(flat)
             direction[:, k] = 1
-            pieces, rows = jacobian_pieces(parameters, direction, used, others)
+            pieces, rows = jacobian_pieces(flat, direction, used, others)
             per_direction.append(
                 (
                     dict(zip([r.path for r in used], pieces)),
@@ -355,7 +355,7 @@ class LaplacePosterior:
                 continue
             stacked = torch.stack([g.grad for g in grads], dim=1)
             jacobians.append(("linear", stacked, grads[0].inputs))
-        return LinearisedOutput(parameters, self.blocks, jacobians)
+        return LinearisedOutput(parameters, flat.detach(), self.blocks, jacobians)
 
     def predictive(
         self,
@@ -399,11 +399,15 @@ def _other_params(block) -> list[Tensor]:
 
 class LinearisedOutput:
     """The output parameters of one likelihood at new inputs, linearised: their
-    value at the mode and their Jacobians, to be combined with any prior."""
+    value at the mode (off their constraints, see
+    :meth:`~borch.infer.laplace.likelihood.OutputParameters.unconstrained_flat`) and
+    their Jacobians, to be combined with any prior."""
 
-    def __init__(self, parameters: OutputParameters, blocks: list, jacobians: list):
+    def __init__(
+        self, parameters: OutputParameters, mean: Tensor, blocks: list, jacobians: list
+    ):
         self.parameters = parameters
-        self.mean = parameters.flat().detach()
+        self.mean = mean
         self._blocks = blocks
         self._jacobians = jacobians
 
@@ -434,7 +438,7 @@ class LinearisedOutput:
         draws = self.mean + torch.einsum("bkl,sbl->sbk", root, noise).to(
             self.mean.dtype
         )
-        return self.parameters.rebuild(self.parameters.split(draws))
+        return self.parameters.rebuild(self.parameters.constrained(draws))
 
     def probit(self, priors: list[Tensor]) -> Distribution:
         kind = type(self.parameters.distribution).__name__
@@ -449,7 +453,7 @@ class LinearisedOutput:
             )
         variance = self.covariance(priors).diagonal(dim1=-2, dim2=-1)
         scaled = self.mean / (1 + math.pi / 8 * variance).sqrt().to(self.mean.dtype)
-        return self.parameters.rebuild(self.parameters.split(scaled))
+        return self.parameters.rebuild(self.parameters.constrained(scaled))
 
 
 __all__ = ["VALIDATION_GRID", "LaplacePosterior", "LinearisedOutput"]
