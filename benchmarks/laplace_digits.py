@@ -197,7 +197,6 @@ def laplace_torch_run(net, x, y, x_test, ood, subset, structure, link, validatio
 def main() -> None:
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test, ood = data()
-    net = train_map(x_train, y_train)
     rows = []
 
     def add(name, library, probs, ood_probs, seconds, extra=None):
@@ -206,100 +205,50 @@ def main() -> None:
         row.update(extra or {})
         rows.append(row)
         print(
-            f"{name:34} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.3f} "
+            f"{name:36} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.3f} "
             f"ECE {row['ece']:.3f} AUROC inv {row['auroc_inverted']:.3f} noise "
             f"{row['auroc_noise']:.3f} {seconds:6.2f}s",
             flush=True,
         )
 
-    with torch.no_grad():
-        add(
-            "MAP",
-            "torch",
-            net(x_test).softmax(-1),
-            {k: net(v).softmax(-1) for k, v in ood.items()},
-            0.0,
-        )
-    for name, subset, structure, link in CONFIGS:
-        probs, ood_probs, seconds, approx = borch_run(
-            net,
-            x_train,
-            y_train,
-            x_test,
-            ood,
-            subset,
-            structure,
-            link,
-            "marginal_likelihood",
-        )
-        add(
-            name,
-            "borch",
-            probs,
-            ood_probs,
-            seconds,
-            {"prior_precision": float(approx.prior_precision[0])},
-        )
-        if laplace_torch is not None:
+    def add_map(name, net):
+        with torch.no_grad():
+            probs = net(x_test).softmax(-1)
             add(
-                name,
-                "laplace-torch",
-                *laplace_torch_run(
-                    net, x_train, y_train, x_test, ood, subset, structure, link
-                ),
+                name, "torch", probs, {k: net(v).softmax(-1) for k, v in ood.items()}, 0
             )
+
+    def compare(name, net, x, y, subset, structure, link, validation=None):
+        """borch's row and, when installed, laplace-torch's for one configuration."""
+        prior = "marginal_likelihood" if validation is None else "validation"
+        borch_validation = (
+            None if validation is None else ((validation[0],), {"y": validation[1]})
+        )
+        probs, ood_probs, seconds, approx = borch_run(
+            net, x, y, x_test, ood, subset, structure, link, prior, borch_validation
+        )
+        precision = {"prior_precision": float(approx.prior_precision[0])}
+        add(name, "borch", probs, ood_probs, seconds, precision)
+        if laplace_torch is not None:
+            anchor = laplace_torch_run(
+                net, x, y, x_test, ood, subset, structure, link, validation
+            )
+            add(name, "laplace-torch", *anchor)
+
+    net = train_map(x_train, y_train)
+    add_map("MAP", net)
+    for name, subset, structure, link in CONFIGS:
+        compare(name, net, x_train, y_train, subset, structure, link)
 
     # prior precision by a validation set: a network trained on 80% of the training split
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, random_state=0
     )
     small = train_map(x_fit, y_fit)
-    with torch.no_grad():
-        add(
-            "MAP (80% of training)",
-            "torch",
-            small(x_test).softmax(-1),
-            {k: small(v).softmax(-1) for k, v in ood.items()},
-            0.0,
-        )
+    add_map("MAP (80% of training)", small)
     for link in ("mc", "probit"):
         name = f"last layer, KFAC, {link}, validation"
-        probs, ood_probs, seconds, approx = borch_run(
-            small,
-            x_fit,
-            y_fit,
-            x_test,
-            ood,
-            "last_layer",
-            "kfac",
-            link,
-            "validation",
-            validation=((x_val,), {"y": y_val}),
-        )
-        add(
-            name,
-            "borch",
-            probs,
-            ood_probs,
-            seconds,
-            {"prior_precision": float(approx.prior_precision[0])},
-        )
-        if laplace_torch is not None:
-            add(
-                name,
-                "laplace-torch",
-                *laplace_torch_run(
-                    small,
-                    x_fit,
-                    y_fit,
-                    x_test,
-                    ood,
-                    "last_layer",
-                    "kfac",
-                    link,
-                    validation=(x_val, y_val),
-                ),
-            )
+        compare(name, small, x_fit, y_fit, "last_layer", "kfac", link, (x_val, y_val))
     folder = pathlib.Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
     (folder / "laplace_digits.json").write_text(json.dumps(rows, indent=2))
