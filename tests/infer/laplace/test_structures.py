@@ -420,3 +420,26 @@ def test_probit_needs_logits():
     approx = laplace_posterior(model, closure, structure="kfac", prior_precision=1.0)
     probs = approx.predictive(x, link="probit")["y"].probs
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(x)))
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kfac"])
+def test_the_models_own_prior_is_the_same_as_its_precision(structure):
+    """borch.nn's default Normal(0, 1) priors are a Gaussian prior of precision 1:
+    the evidence and the draws' spread agree (float32 log densities: 1e-5)."""
+    model, _, closure = network("categorical")
+    own = laplace_posterior(model, closure, structure=structure)
+    given = laplace_posterior(model, closure, structure=structure, prior_precision=1.0)
+    torch.testing.assert_close(
+        own.log_marginal_likelihood(),
+        given.log_marginal_likelihood(),
+        rtol=1e-5,
+        atol=0,
+    )
+    if structure == "full":  # one distribution, draws through other eigenvectors
+        torch.testing.assert_close(own.laplace.covariance, given.laplace.covariance)
+        return
+    draws = [
+        a.samples(3, torch.Generator().manual_seed(0))["net.0.weight"]
+        for a in (own, given)
+    ]
+    torch.testing.assert_close(draws[0], draws[1])
