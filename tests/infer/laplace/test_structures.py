@@ -443,3 +443,43 @@ def test_the_models_own_prior_is_the_same_as_its_precision(structure):
         for a in (own, given)
     ]
     torch.testing.assert_close(draws[0], draws[1])
+
+
+def test_a_likelihood_the_latents_do_not_reach_adds_nothing():
+    class Two(bnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = bnn.Linear(2, 1)
+
+        def forward(self, x):
+            self.y = dist.Normal(self.layer(x).squeeze(-1), 0.5)
+            self.z = dist.Normal(torch.zeros(len(x)), 1.0)
+
+    torch.manual_seed(0)
+    model = Two()
+    model.apply(borch.set_posteriors(borch.posterior.PointMass))
+    x = torch.randn(6, 2)
+    model.observe(y=torch.randn(6), z=torch.randn(6))
+
+    def closure():
+        borch.sample(model)
+        model(x)
+
+    approx = laplace_posterior(model, closure, structure="kfac", prior_precision=1.0)
+    reference = Linear()
+    reference.layer = model.layer
+    reference.observe(y=model.observed.y)
+
+    def reference_closure():
+        borch.sample(reference)
+        reference(x)
+
+    alone = laplace_posterior(
+        reference, reference_closure, structure="kfac", prior_precision=1.0
+    )
+    torch.testing.assert_close(
+        approx.blocks[0].gradient_factor, alone.blocks[0].gradient_factor
+    )
+    predictive = approx.predictive(x, num_samples=4)
+    assert predictive["z"].loc.shape == (6,)
+    assert predictive["y"].loc.shape == (4, 6)

@@ -323,7 +323,8 @@ class LaplacePosterior:
     def _linearise_site(self, site, records) -> LinearisedOutput:
         parameters = output_parameters(site)
         if not parameters.varying:
-            return LinearisedOutput(parameters, parameters.flat(), self.blocks, [])
+            empty = torch.zeros(parameters.count, 0)
+            return LinearisedOutput(parameters, empty, self.blocks, [])
         used = [r for r in records if r.calls]
         check_rows(used, parameters)
         flat = parameters.unconstrained_flat()
@@ -429,6 +430,8 @@ class LinearisedOutput:
     def sample_distribution(
         self, priors: list[Tensor], num_samples: int, generator
     ) -> Distribution:
+        if not self.parameters.varying:  # the latents do not reach this likelihood
+            return self.parameters.distribution
         covariance = self.covariance(priors)
         values, vectors = torch.linalg.eigh(covariance)
         root = vectors * values.clamp(min=0).sqrt().unsqueeze(-2)
