@@ -72,13 +72,13 @@ def load(seed: int):
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=100, help="Adam steps of MAP")
     parser.add_argument("--samples", type=int, default=1000, help="predictive draws")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default="results", help="folder for the plot")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load(args.seed)
 
@@ -129,12 +129,14 @@ def main() -> None:
         f"MAP {map_log_density.mean().item():.3f}"
     )
     bands = {}
+    coverage = {}
     for level in (0.5, 0.9):
         low, high = draws.quantile(
             torch.tensor([(1 - level) / 2, (1 + level) / 2]), dim=0
         )
         bands[level] = (low, high)
         inside = ((y_test >= low) & (y_test <= high)).float().mean().item()
+        coverage[level] = inside
         print(f"coverage of the {level:.0%} band on test points: {inside:.2f}")
 
     order = x_test[:, BMI].argsort()
@@ -160,6 +162,12 @@ def main() -> None:
     path = folder / "heteroscedastic_laplace.png"
     figure.savefig(path, dpi=120, bbox_inches="tight")
     print(f"wrote {path}")
+    return {
+        "laplace_log_likelihood": log_density.mean().item(),
+        "map_log_likelihood": map_log_density.mean().item(),
+        "coverage_50": coverage[0.5],
+        "coverage_90": coverage[0.9],
+    }
 
 
 if __name__ == "__main__":
