@@ -293,13 +293,14 @@ def _fill(blocks: list, observed: list[Site]) -> None:
             other_rows = dict(zip(map(id, others), rows))
             for block in blocks:
                 if isinstance(block, DenseBlock):
-                    block.add_rows(
-                        block.rows(by_path, other_rows, parameters.count, rows_like)
-                    )
+                    block.add_pieces(by_path, other_rows, parameters.count, rows_like)
                 else:
                     piece = by_path[block.record.path]
                     if piece is not None:
                         block.add(piece)
+    for block in blocks:
+        if isinstance(block, DenseBlock):
+            block.finish()
 
 
 def _records_of(block) -> list:
