@@ -183,10 +183,7 @@ def test_laplace_posterior_drives_the_models_latent_values():
     model, x, loss_closure = network_map()
     approx = laplace_posterior(model, loss_closure)
     assert sorted(approx.names) == ["layer.scale", "layer.weight", "mu"]
-    mode = {
-        name: value.clone()
-        for name, value in approx._constrained(approx.laplace.mean).items()
-    }
+    mode = approx.mode()
     torch.manual_seed(1)
     values = approx.draw()
     model(x)

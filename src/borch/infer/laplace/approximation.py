@@ -13,17 +13,14 @@ Reference:
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from borch.infer.hmc.model_conversion import point_mass_of
 from borch.infer.hmc.potential import check_parameters
-from borch.sites import sites
 
 #: Default floor of the Hessian's eigenvalues, relative to the largest one.
 RELATIVE_EIGENVALUE_FLOOR = 1e-6
@@ -146,7 +143,33 @@ class Laplace:
             )
         self.params = check_parameters(params)
         self.mean = torch.cat([p.detach().reshape(-1) for p in self.params]).clone()
-        matrix = hessian(loss_closure, self.params).double()
+        self._set_precision(hessian(loss_closure, self.params), min_eigenvalue)
+
+    @classmethod
+    def from_precision(
+        cls,
+        precision: Tensor,
+        params: Iterable[Tensor],
+        min_eigenvalue: float | None = None,
+    ) -> Laplace:
+        """The Gaussian at ``params`` with a given precision matrix (e.g. a
+        Gauss-Newton matrix plus a prior's), clipped as in the constructor.
+
+        Example:
+            >>> import torch
+            >>> x = torch.zeros(2, requires_grad=True)
+            >>> Laplace.from_precision(torch.diag(torch.tensor([4.0, 1.0])), [x]).covariance
+            tensor([[0.2500, 0.0000],
+                    [0.0000, 1.0000]])
+        """
+        laplace = cls.__new__(cls)
+        laplace.params = check_parameters(params)
+        laplace.mean = torch.cat([p.detach().reshape(-1) for p in laplace.params])
+        laplace._set_precision(precision, min_eigenvalue)
+        return laplace
+
+    def _set_precision(self, matrix: Tensor, min_eigenvalue: float | None) -> None:
+        matrix = matrix.double()
         self.hessian = 0.5 * (matrix + matrix.T)
         if not bool(torch.isfinite(self.hessian).all()):
             raise ValueError("the Hessian of the loss is not finite at params")
@@ -174,10 +197,11 @@ class Laplace:
                 "clipped to it, so the Gaussian is very wide along those directions. "
                 "Check that params are at a minimum of the loss.",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         eigenvalues = eigenvalues.clamp(min=floor)
         dtype = self.mean.dtype
+        self.eigenvalues = eigenvalues
         self.covariance = ((eigenvectors / eigenvalues) @ eigenvectors.T).to(dtype)
         self._scale = (eigenvectors * eigenvalues.rsqrt()).to(dtype)
 
@@ -217,136 +241,4 @@ def _count(n: Any) -> int:
     return n
 
 
-class LaplacePosterior:
-    """A Laplace approximation over a model's latent point masses; see
-    :func:`laplace_posterior`.
-
-    Attributes:
-        laplace: the :class:`Laplace` approximation of the unconstrained values.
-        names: the latent variables, in the order of the flat vector (the names
-            :func:`borch.condition` and MCMC samples use).
-    """
-
-    def __init__(self, model: nn.Module, laplace: Laplace, latents: list) -> None:
-        self.model = model
-        self.laplace = laplace
-        self.names = [name for name, _ in latents]
-        self._approximations = [approximation for _, approximation in latents]
-
-    def _constrained(self, flat: Tensor) -> dict[str, Tensor]:
-        values = {}
-        with torch.no_grad():
-            parts = self.laplace.unflatten(flat)
-            for name, approximation, part in zip(
-                self.names, self._approximations, parts
-            ):
-                values[name] = approximation.distribution.transform(part)
-        return values
-
-    def samples(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        """``{name: (n, *shape)}`` draws of the latent values; the model is unchanged."""
-        return self._constrained(self.laplace.sample_flat(_count(n), generator))
-
-    def draw(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Set the model's latent variables to one joint draw; return their values.
-
-        The point masses' parameters are overwritten with the draw in unconstrained
-        space, so the next run of the model uses it; :meth:`restore` returns them to
-        the mode.
-        """
-        flat = self.laplace.sample_flat(None, generator)
-        self._write(flat)
-        return self._constrained(flat)
-
-    def restore(self) -> None:
-        """Put the point masses back at the mode the approximation was built at."""
-        self._write(self.laplace.mean)
-
-    @contextlib.contextmanager
-    def drawn(self, generator: torch.Generator | None = None) -> Iterator[dict]:
-        """A ``with`` block in which the model uses one joint draw (restored after)."""
-        try:
-            yield self.draw(generator)
-        finally:
-            self.restore()
-
-    def _write(self, flat: Tensor) -> None:
-        with torch.no_grad():
-            for param, value in zip(self.laplace.params, self.laplace.unflatten(flat)):
-                param.copy_(value)
-
-
-def laplace_posterior(
-    model: nn.Module,
-    loss_closure: Callable[[], Tensor],
-    min_eigenvalue: float | None = None,
-) -> LaplacePosterior:
-    """A Laplace approximation of a model fitted by MAP.
-
-    Args:
-        model: a :class:`borch.Module` whose latent variables have
-            :class:`borch.posterior.PointMass` approximations, at the minimum of
-            ``loss_closure`` (e.g. after LBFGS on ``vi_loss``).
-        loss_closure: runs the model and returns the loss that was minimised.
-        min_eigenvalue: see :class:`Laplace`.
-
-    Returns:
-        A :class:`LaplacePosterior`: a joint Gaussian over the point masses'
-        unconstrained values (the Hessian is taken with respect to them), with
-        ``draw()`` / ``drawn()`` to make the model's latent variables follow it (each
-        value mapped through its point mass's transform onto the support) and
-        ``samples(n)`` for draws by name.
-
-    Example:
-        >>> import torch
-        >>> import borch
-        >>> from borch import distributions as dist
-        >>> torch.manual_seed(0)
-        <torch._C.Generator object at ...>
-        >>> class Mean(borch.Module):
-        ...     def forward(self, y):
-        ...         self.mu = dist.Normal(0.0, 10.0)
-        ...         self.y = dist.Normal(self.mu.expand(y.shape), 1.0)
-        >>> y = torch.tensor([1.0, 2.0, 3.0, 2.0])
-        >>> model = Mean(posterior=borch.posterior.PointMass())
-        >>> model.observe(y=y)
-        >>> def loss_closure():
-        ...     borch.sample(model)
-        ...     model(y)
-        ...     return borch.infer.vi_loss(**borch.pq_to_infer(model))
-        >>> _ = loss_closure()
-        >>> optimizer = torch.optim.LBFGS(model.parameters())
-        >>> def step():
-        ...     optimizer.zero_grad()
-        ...     loss = loss_closure()
-        ...     loss.backward()
-        ...     return loss
-        >>> _ = optimizer.step(step)
-        >>> approx = borch.infer.laplace_posterior(model, loss_closure)
-        >>> approx.laplace.covariance  # exact: 1 / (4 + 1/100)
-        tensor([[0.2494]])
-        >>> with approx.drawn():
-        ...     prediction = model(y)  # uses one draw of mu
-        >>> approx.samples(1000)["mu"].shape
-        torch.Size([1000])
-    """
-    loss_closure()
-    latents = []
-    for site in sites(model):
-        if site.observed:
-            continue
-        point_mass_of(site)
-        latents.append((site.name, site.approximation))
-    if not latents:
-        raise ValueError(
-            "the model used no latent random variables in loss_closure(): there is "
-            "nothing to approximate"
-        )
-    params = [approximation.unconstrained_value for _, approximation in latents]
-    laplace = Laplace(loss_closure, params, min_eigenvalue)
-    return LaplacePosterior(model, laplace, latents)
-
-
-__all__ = ["Laplace", "LaplacePosterior", "hessian", "laplace_posterior"]
+__all__ = ["Laplace", "hessian"]
