@@ -19,7 +19,7 @@ RUN = {"chains": 2, "progress": False}
 def test_continuing_keeps_step_size_and_metric(dense_mass):
     """``warmup=0`` continues every chain from its last draw with its adapted step
     size and mass matrix; the draws are from the posterior (exact Gaussian)."""
-    model, args, mean, covariance = linear_regression()
+    model, args, mean, _ = linear_regression()
     first = mcmc(
         model, *args, num_samples=50, warmup=200, seed=0, dense_mass=dense_mass, **RUN
     )
