@@ -39,7 +39,6 @@ import pathlib
 import platform
 import statistics
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -372,4 +371,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
