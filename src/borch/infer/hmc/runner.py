@@ -130,6 +130,8 @@ def mcmc(
             and every ``checkpoint_every`` draws. Calling ``mcmc`` again with the
             same arguments resumes from the files, with the same draws as a run that
             was never interrupted (a chain stopped during warm-up starts it again).
+            Needs a ``seed``; a kernel whose state holds more than the position,
+            step size and metric (not NUTS or HMC) resumes without the rest.
         checkpoint_every: draws between checkpoints.
         kwargs: passed to the model, apart from the keywords above.
 
@@ -171,6 +173,11 @@ def mcmc(
     )
     chains = check_count("chains", chains, minimum=1)
     seed = check_count("seed", seed, minimum=0, allow_none=True)
+    if checkpoint is not None and seed is None:
+        raise ValueError(
+            "checkpoint needs a seed: a run resumes from its checkpoint only when "
+            "called again with the same seed (and the same other arguments)"
+        )
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
 
