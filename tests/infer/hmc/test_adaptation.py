@@ -167,7 +167,7 @@ def test_windowed_adaptation_estimates_the_variance_per_window():
             window = positions[start:end]
             n = len(window)
             expected = n / (n + 5) * window.var(0, ddof=1) + 1e-3 * 5 / (n + 5)
-            np.testing.assert_allclose(adaptation.inv_mass, expected)
+            np.testing.assert_allclose(adaptation.metric.inverse_mass, expected)
             adaptation.restart(0.5)
     assert changes == [end for _, end in warmup_windows(200)]
     assert adaptation.step_size == adaptation.dual_averaging.final_step_size

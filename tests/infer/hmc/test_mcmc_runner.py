@@ -132,7 +132,17 @@ def test_arviz_conversion_and_summary():
     model, args = network()
     result = mcmc(model, *args, chains=2, seed=0, **SHORT)
     idata = result.to_arviz()
-    assert set(idata.groups()) == {"posterior", "sample_stats"}
+    assert set(idata.groups()) == {
+        "posterior",
+        "sample_stats",
+        "log_likelihood",
+        "observed_data",
+    }
+    assert idata.log_likelihood["y"].shape == (2, 40, 4)
+    assert set(result.to_arviz(log_likelihood=False).groups()) == {
+        "posterior",
+        "sample_stats",
+    }
     assert idata.posterior["layer.weight"].shape == (2, 40, 2, 3)
     np.testing.assert_array_equal(
         idata.sample_stats["diverging"].values, result.divergences.numpy()

@@ -13,7 +13,7 @@ trace of it for speed.
 from borch.infer.hmc.adaptation import dual_averaging, find_reasonable_epsilon
 from borch.infer.hmc.hamiltonian import hmc_step
 from borch.infer.hmc.kernels import HMC, NUTS, Kernel
-from borch.infer.hmc.metric import DiagonalMetric, Metric
+from borch.infer.hmc.metric import BlockMetric, DenseMetric, DiagonalMetric, Metric
 from borch.infer.hmc.model_conversion import model_to_neg_log_prob_closure
 from borch.infer.hmc.nuts import nuts_step
 from borch.infer.hmc.result import MCMCResult
@@ -22,6 +22,8 @@ from borch.infer.hmc.runner import mcmc
 __all__ = [
     "HMC",
     "NUTS",
+    "BlockMetric",
+    "DenseMetric",
     "DiagonalMetric",
     "Kernel",
     "MCMCResult",

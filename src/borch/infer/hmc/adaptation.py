@@ -1,5 +1,5 @@
-"""Warm-up adaptation: step size by dual averaging, a diagonal mass matrix from running
-variance estimates, and Stan's schedule of adaptation windows.
+"""Warm-up adaptation: step size by dual averaging, a diagonal or dense mass matrix
+from running (co)variance estimates, and Stan's schedule of adaptation windows.
 
 References:
     M. D. Hoffman and A. Gelman, "The No-U-Turn Sampler", JMLR 15, 2014
@@ -24,7 +24,7 @@ from borch.infer.hmc.hamiltonian import (
     hamiltonian,
     leapfrog,
 )
-from borch.infer.hmc.metric import DiagonalMetric, Metric
+from borch.infer.hmc.metric import DiagonalMetric, MassLayout, Metric
 from borch.infer.hmc.potential import ClosurePotential, Potential, as_rng, non_finite_ok
 
 #: Doublings/halvings the step size heuristic tries before giving up.
@@ -242,8 +242,98 @@ class WelfordVariance:
     def regularized_variance(self) -> np.ndarray:
         """Stan's estimate for the inverse mass matrix: the variance shrunk towards
         ``1e-3`` with the weight of 5 pseudo-observations."""
-        n = self.count
-        return (n / (n + 5.0)) * self.variance + 1e-3 * (5.0 / (n + 5.0))
+        return _shrink(self.count, self.variance, 1e-3)
+
+
+def _shrink(n: int, estimate: np.ndarray, target: np.ndarray | float) -> np.ndarray:
+    """Stan's regularisation: ``n / (n + 5)`` of the estimate plus ``5 / (n + 5)``
+    of a small target."""
+    return (n / (n + 5.0)) * estimate + (5.0 / (n + 5.0)) * target
+
+
+class WelfordCovariance:
+    """Running mean and covariance matrix of vectors, one pass (Welford's update of
+    the sums of products).
+
+    Example:
+        >>> import numpy as np
+        >>> welford = WelfordCovariance(2)
+        >>> for x in np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]]):
+        ...     welford.update(x)
+        >>> welford.covariance
+        array([[1., 2.],
+               [2., 4.]])
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every vector seen."""
+        self.count = 0
+        self.mean = np.zeros(self.dim)
+        self._m2 = np.zeros((self.dim, self.dim))
+
+    def update(self, x: np.ndarray) -> None:
+        """Add one vector."""
+        self.count += 1
+        delta = x - self.mean
+        self.mean = self.mean + delta / self.count
+        self._m2 = self._m2 + np.outer(x - self.mean, delta)
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The sample covariance (denominator ``count - 1``)."""
+        if self.count < 2:
+            raise ValueError(
+                f"the covariance needs 2 or more vectors, got {self.count}"
+            )
+        covariance = self._m2 / (self.count - 1)
+        return (covariance + covariance.T) / 2
+
+    def regularized_covariance(self) -> np.ndarray:
+        """Stan's estimate for a dense inverse mass matrix: the covariance shrunk
+        towards ``1e-3 * I`` with the weight of 5 pseudo-observations."""
+        return _shrink(self.count, self.covariance, 1e-3 * np.eye(self.dim))
+
+
+class MetricEstimator:
+    """The (co)variance of the draws of a window in the blocks of a
+    :class:`~borch.infer.hmc.metric.MassLayout`, and the metric it gives.
+
+    Example:
+        >>> import numpy as np
+        >>> estimator = MetricEstimator(MassLayout(3, [[0, 1]]))
+        >>> for x in np.random.default_rng(0).standard_normal((20, 3)):
+        ...     estimator.update(x)
+        >>> estimator.metric(np.float64).inverse_mass.shape
+        (3, 3)
+    """
+
+    def __init__(self, layout: MassLayout) -> None:
+        self.layout = layout
+        self.dense = [WelfordCovariance(block.size) for block in layout.dense_blocks]
+        self.diagonal = WelfordVariance(layout.diagonal.size)
+
+    def update(self, position: np.ndarray) -> None:
+        """Add one draw."""
+        for block, welford in zip(self.layout.dense_blocks, self.dense):
+            welford.update(position[block])
+        if self.layout.diagonal.size:
+            self.diagonal.update(position[self.layout.diagonal])
+
+    def metric(self, dtype: np.dtype | type) -> Metric:
+        """The regularised estimate of the window as a metric; starts a new window."""
+        dense = [w.regularized_covariance().astype(dtype) for w in self.dense]
+        diagonal = (
+            self.diagonal.regularized_variance().astype(dtype)
+            if self.layout.diagonal.size
+            else np.zeros(0, dtype)
+        )
+        for welford in (*self.dense, self.diagonal):
+            welford.reset()
+        return self.layout.metric(dense, diagonal)
 
 
 def warmup_windows(
@@ -291,13 +381,13 @@ class WindowedAdaptation:
     Call :meth:`update` after every warm-up iteration. When it returns ``True`` the
     inverse mass matrix has just changed: find a new initial step size for it and
     call :meth:`restart`. After the last warm-up iteration, ``step_size`` is the
-    averaged step size to sample with.
+    averaged step size to sample with, and ``metric`` the last estimate.
     """
 
     def __init__(
         self,
         num_warmup: int,
-        dim: int,
+        layout: int | MassLayout,
         step_size: float,
         target_accept: float = 0.8,
         dtype: np.dtype | type = np.float64,
@@ -306,8 +396,9 @@ class WindowedAdaptation:
         self.windows = warmup_windows(num_warmup)
         self.window_ends = {end for _, end in self.windows}
         self.dtype = dtype
-        self.inv_mass = np.ones(dim, dtype=dtype)
-        self.welford = WelfordVariance(dim)
+        layout = MassLayout(layout) if isinstance(layout, int) else layout
+        self.metric = layout.identity(dtype)
+        self.estimator = MetricEstimator(layout)
         self.dual_averaging = DualAveraging(step_size, target_accept)
         self.step_size = float(step_size)
 
@@ -319,11 +410,10 @@ class WindowedAdaptation:
         """Learn from warm-up ``iteration`` (from 0); return whether the metric changed."""
         self.step_size = self.dual_averaging.update(accept_prob)
         if self.in_window(iteration):
-            self.welford.update(position)
+            self.estimator.update(position)
         changed = False
         if iteration + 1 in self.window_ends:
-            self.inv_mass = self.welford.regularized_variance().astype(self.dtype)
-            self.welford.reset()
+            self.metric = self.estimator.metric(self.dtype)
             changed = True
         if iteration + 1 == self.num_warmup:
             self.step_size = self.dual_averaging.final_step_size
@@ -337,6 +427,8 @@ class WindowedAdaptation:
 
 __all__ = [
     "DualAveraging",
+    "MetricEstimator",
+    "WelfordCovariance",
     "WelfordVariance",
     "WindowedAdaptation",
     "dual_averaging",

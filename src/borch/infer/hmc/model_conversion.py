@@ -64,6 +64,14 @@ def site_log_density(site: Site) -> Tensor:
     return log_density
 
 
+def _pointwise(site: Site) -> Tensor:
+    distribution, value = site.prior.distribution, site.value
+    if site.mask is None:
+        return distribution.log_prob(value).detach()
+    log_prob = distribution.log_prob(fill_masked(distribution, value, site.mask))
+    return torch.where(site.mask, log_prob, torch.zeros_like(log_prob)).detach()
+
+
 def point_mass_of(site: Site) -> PointMassDistribution:
     """The point mass distribution of a latent site; an error naming the variable if
     its approximation is of another family."""
@@ -269,6 +277,41 @@ class ModelPotential:
             return [
                 (site.name, site_log_density(site).item()) for site in sites(self.model)
             ]
+
+    def latent_sites(self, position: np.ndarray) -> list[Site]:
+        """The latent sites of a run of the model at ``position``, in the order of
+        :attr:`latents` (their priors are conditioned on the values before them)."""
+        with torch.no_grad():
+            self.set_position(self.tensor(position))
+            sample(self.model)
+            self.model(*self.args, **self.kwargs)
+            return [site for site in sites(self.model) if not site.observed]
+
+    def pointwise_log_likelihood(self, positions: np.ndarray) -> dict[str, Tensor]:
+        """The log likelihood of every observed site, element by element, at each of
+        ``positions (n, dim)``: ``{name: (n, *batch_shape)}`` (missing values of a
+        masked site are 0)."""
+        draws: dict[str, list[Tensor]] = {}
+        with torch.no_grad():
+            for position in positions:
+                self.set_position(self.tensor(position))
+                sample(self.model)
+                self.model(*self.args, **self.kwargs)
+                for site in sites(self.model):
+                    if site.observed:
+                        draws.setdefault(site.name, []).append(_pointwise(site))
+        return {name: torch.stack(values) for name, values in draws.items()}
+
+    def observed_data(self) -> dict[str, Tensor]:
+        """The value of every observed site, by name."""
+        with torch.no_grad():
+            sample(self.model)
+            self.model(*self.args, **self.kwargs)
+            return {
+                site.name: site.value.detach()
+                for site in sites(self.model)
+                if site.observed
+            }
 
     def constrained(self, positions: Tensor) -> dict[str, Tensor]:
         """Map positions ``(..., dim)`` to the latent values ``{name: (..., *shape)}``

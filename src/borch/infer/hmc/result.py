@@ -60,8 +60,12 @@ class MCMCResult:
             unconstrained space (up to a constant).
         step_size: ``(chains,)``, the adapted step size of each chain (``None`` for
             a kernel without one).
-        inverse_mass_matrix: ``(chains, dim)``, the adapted diagonal of each chain
-            (``None`` for a kernel without one).
+        inverse_mass_matrix: the adapted inverse mass matrix of each chain:
+            ``(chains, dim)`` diagonals, or ``(chains, dim, dim)`` matrices with
+            ``dense_mass`` (``None`` for a kernel without one).
+        final_positions: ``(chains, dim)``, the unconstrained position of each
+            chain's last draw (where ``mcmc(continue_from=result)`` starts).
+        dense_mass: the ``dense_mass`` the run adapted.
         seed: the seed the chains were drawn from.
         traced: whether the draws of every chain came from the model's log density
             replayed from a trace (fast), rather than from running the model (models
@@ -80,6 +84,10 @@ class MCMCResult:
         inverse_mass_matrix: Tensor | None,
         seed: int,
         traced: bool | Sequence[bool],
+        final_positions: Tensor | None = None,
+        dense_mass: bool | Sequence[Sequence[str]] = False,
+        model: Any = None,
+        positions: Tensor | None = None,
     ) -> None:
         self.samples = samples
         self.stats = dict(stats)
@@ -95,6 +103,11 @@ class MCMCResult:
         self.step_size = step_size
         self.inverse_mass_matrix = inverse_mass_matrix
         self.seed = seed
+        self.final_positions = final_positions
+        self.dense_mass = dense_mass
+        self._model = model  # a ModelPotential, for the log likelihood
+        self._positions = positions  # unconstrained, (chains, draws, dim)
+        self._log_likelihood: dict[str, Tensor] | None = None
         if isinstance(traced, bool):
             traced = [traced] * shape[0]
         self.traced_chains = [bool(t) for t in traced]
@@ -133,8 +146,59 @@ class MCMCResult:
             "check the priors and the likelihood for regions of zero density."
         )
 
-    def to_arviz(self) -> Any:
-        """An ArviZ ``InferenceData`` with ``posterior`` and ``sample_stats`` groups.
+    def log_likelihood(self) -> dict[str, Tensor]:
+        """The log likelihood of each draw, element by element, for every observed
+        variable: ``{name: (chains, draws, *batch_shape)}`` (computed by running the
+        model at each draw on the first call).
+
+        Example:
+            >>> import torch
+            >>> import borch
+            >>> from borch import distributions as dist
+            >>> class Mean(borch.Module):
+            ...     def forward(self):
+            ...         self.mu = dist.Normal(0.0, 1.0)
+            ...         self.y = dist.Normal(self.mu.expand(3), 1.0)
+            >>> model = Mean()
+            >>> model.observe(y=torch.tensor([0.1, -0.4, 0.3]))
+            >>> result = borch.infer.mcmc(
+            ...     model, num_samples=20, warmup=20, chains=2, seed=0, progress=False
+            ... )
+            >>> result.log_likelihood()["y"].shape
+            torch.Size([2, 20, 3])
+        """
+        if self._model is None or self._positions is None:
+            raise ValueError(
+                "this MCMCResult does not know its model, so it cannot compute the "
+                "log likelihood of its draws"
+            )
+        if self._log_likelihood is None:
+            flat = self._positions.reshape(-1, self._positions.shape[-1]).numpy()
+            pointwise = self._model.pointwise_log_likelihood(flat)
+            shape = (self.num_chains, self.num_draws)
+            self._log_likelihood = {
+                name: value.reshape(*shape, *value.shape[1:])
+                for name, value in pointwise.items()
+            }
+        return self._log_likelihood
+
+    def to_arviz(
+        self,
+        log_likelihood: bool = True,
+        posterior_predictive: Mapping[str, Tensor] | None = None,
+    ) -> Any:
+        """An ArviZ ``InferenceData`` with ``posterior`` and ``sample_stats`` groups,
+        and ``log_likelihood`` and ``observed_data`` for model comparison
+        (``arviz.loo``, ``arviz.waic``).
+
+        Args:
+            log_likelihood: add the ``log_likelihood`` group (see
+                :meth:`log_likelihood`; it runs the model once per draw) and
+                ``observed_data``.
+            posterior_predictive: draws of observed variables ``{name: (chains,
+                draws, *shape)}`` (or ``(chains * draws, *shape)``, e.g. the output
+                of :func:`borch.infer.predictive`), added as
+                ``posterior_predictive``.
 
         Example:
             >>> import torch
@@ -161,7 +225,21 @@ class MCMCResult:
         if self.step_size is not None:
             step_size = self.step_size[:, None].expand(self.num_chains, self.num_draws)
             sample_stats["step_size"] = _numpy(step_size)
-        return arviz.from_dict(posterior=posterior, sample_stats=sample_stats)
+        groups: dict[str, Any] = {}
+        if log_likelihood and self._model is not None:
+            pointwise = self.log_likelihood()
+            if pointwise:
+                groups["log_likelihood"] = {k: _numpy(v) for k, v in pointwise.items()}
+                groups["observed_data"] = {
+                    k: _numpy(v) for k, v in self._model.observed_data().items()
+                }
+        if posterior_predictive is not None:
+            shape = (self.num_chains, self.num_draws)
+            groups["posterior_predictive"] = {
+                name: _numpy(_by_chain(torch.as_tensor(value), shape, name))
+                for name, value in posterior_predictive.items()
+            }
+        return arviz.from_dict(posterior=posterior, sample_stats=sample_stats, **groups)
 
     def summary(self, **kwargs: Any) -> Any:
         """ArviZ's summary table: mean, sd, HDI, MCSE, bulk and tail ESS, r-hat.
@@ -171,7 +249,7 @@ class MCMCResult:
         ``attrs["warning"]`` holds the message.
         """
         arviz = import_arviz()
-        table = arviz.summary(self.to_arviz(), **kwargs)
+        table = arviz.summary(self.to_arviz(log_likelihood=False), **kwargs)
         message = self.divergence_warning()
         if message is not None:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
@@ -199,7 +277,8 @@ class MCMCResult:
             warnings.filterwarnings(
                 "ignore", message="Passing a dict or None as alias_mapping"
             )
-            axes = arviz.plot_trace(self.to_arviz(), var_names=var_names)
+            idata = self.to_arviz(log_likelihood=False)
+            axes = arviz.plot_trace(idata, var_names=var_names)
         figure = axes.ravel()[0].figure
         figure.tight_layout()
         if path is not None:
@@ -221,6 +300,19 @@ class MCMCResult:
         if self.divergent_chains:
             text += f" [unreliable chains: {self.divergent_chains}]"
         return text
+
+
+def _by_chain(value: Tensor, shape: tuple[int, int], name: str) -> Tensor:
+    """Draws ``(chains, draws, ...)`` or ``(chains * draws, ...)`` as the former."""
+    if tuple(value.shape[:2]) == shape:
+        return value
+    if value.shape[:1] == (shape[0] * shape[1],):
+        return value.reshape(*shape, *value.shape[1:])
+    raise ValueError(
+        f"posterior_predictive['{name}'] has shape {tuple(value.shape)}: expected "
+        f"{shape[0]} chains x {shape[1]} draws first, as (chains, draws, ...) or "
+        "(chains * draws, ...)"
+    )
 
 
 def _numpy(tensor: Tensor) -> Any:

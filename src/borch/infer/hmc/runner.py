@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -24,9 +25,12 @@ from torch import nn
 
 from borch.infer.hmc.adaptation import WindowedAdaptation, warmup_windows
 from borch.infer.hmc.chains import Report, available_cores, run_chains
+from borch.infer.hmc.checkpoint import ChainCheckpoint
+from borch.infer.hmc.checkpoint import tensor as checkpoint_tensor
 from borch.infer.hmc.hamiltonian import IntegratorState
+from borch.infer.hmc.initialization import check_init, initial_point
 from borch.infer.hmc.kernels import NUTS, Kernel, as_kernel
-from borch.infer.hmc.metric import DiagonalMetric
+from borch.infer.hmc.metric import MassLayout, Metric
 from borch.infer.hmc.model_conversion import ModelPotential, sampling_copy
 from borch.infer.hmc.potential import Potential
 from borch.infer.hmc.result import MCMCResult
@@ -40,10 +44,8 @@ from borch.validation import check_count
 
 logger = logging.getLogger(__name__)
 
-#: Initial points tried per chain before giving up on a non-finite log density.
-INITIAL_POINT_TRIES = 100
-#: Initial points are drawn uniformly in (-RADIUS, RADIUS) in unconstrained space.
-INITIAL_RADIUS = 2.0
+#: Draws between checkpoints when ``checkpoint`` is given.
+CHECKPOINT_EVERY = 100
 
 
 class Settings(NamedTuple):
@@ -69,6 +71,11 @@ def mcmc(
     parallel: bool | None = None,
     trace: bool = True,
     kernel: Kernel | str | None = None,
+    dense_mass: bool | Sequence[Sequence[str]] | None = None,
+    init: str | dict[str, Any] | None = None,
+    continue_from: MCMCResult | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     **kwargs: Any,
 ) -> MCMCResult:
     """Sample the latent variables of a model with NUTS (or another kernel).
@@ -104,6 +111,28 @@ def mcmc(
             ``"hmc"`` (:class:`~borch.infer.hmc.kernels.HMC`), or a
             :class:`~borch.infer.hmc.kernels.Kernel` instance; it must be picklable
             for worker processes.
+        dense_mass: the mass matrix warm-up adapts: ``False`` a diagonal one,
+            ``True`` a dense one over every latent coordinate (for posteriors with
+            strong correlations; Stan's regularised covariance), or blocks of
+            variable names, e.g. ``[("alpha", "beta")]``: a dense block over each
+            group (a name alone is a dense block over that variable's elements),
+            diagonal elsewhere. ``None``: that of ``continue_from``, else diagonal.
+        init: where chains start: ``"uniform"`` (the default: uniform in (-2, 2) in
+            unconstrained space), ``"prior"`` (a prior draw), ``"median"`` (the
+            median of 15 prior draws), or a dict of values of latent variables by
+            name, in their own space (the others start by the default).
+        continue_from: an :class:`MCMCResult` of the same model and number of
+            chains: each chain starts at its last draw with its adapted step size
+            and mass matrix (``warmup=0`` keeps them; a warm-up adapts on from
+            them).
+        checkpoint: a folder; each chain saves its draws, position, step size,
+            mass matrix and random state there (``chain_<k>.pt``) when warm-up ends
+            and every ``checkpoint_every`` draws. Calling ``mcmc`` again with the
+            same arguments resumes from the files, with the same draws as a run that
+            was never interrupted (a chain stopped during warm-up starts it again).
+            Needs a ``seed``; a kernel whose state holds more than the position,
+            step size and metric (not NUTS or HMC) resumes without the rest.
+        checkpoint_every: draws between checkpoints.
         kwargs: passed to the model, apart from the keywords above.
 
     Returns:
@@ -144,12 +173,29 @@ def mcmc(
     )
     chains = check_count("chains", chains, minimum=1)
     seed = check_count("seed", seed, minimum=0, allow_none=True)
+    if checkpoint is not None and seed is None:
+        raise ValueError(
+            "checkpoint needs a seed: a run resumes from its checkpoint only when "
+            "called again with the same seed (and the same other arguments)"
+        )
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
 
     eager = ModelPotential(sampling_copy(model), args, kwargs)
     init_seeds, chain_seeds = _chain_seeds(seed, chains)
-    starts = [_initial_state(eager, s) for s in init_seeds]
+    if continue_from is not None:
+        if init is not None:
+            raise ValueError("give init or continue_from, not both")
+        starts, tuned = _continued(eager, continue_from, chains)
+        dense_mass = continue_from.dense_mass if dense_mass is None else dense_mass
+    else:
+        init = check_init(init, eager)
+        starts = [initial_point(eager, init, s) for s in init_seeds]
+        tuned = None
+    dense_mass = False if dense_mass is None else dense_mass
+    layout = mass_layout(eager, dense_mass)
+    if tuned is not None:
+        tuned = [(step, layout.from_matrix(matrix)) for step, matrix in tuned]
     _check_deterministic(eager, starts[0])
     potential = _fast_potential(eager, starts[:2]) if trace else eager
     traced = potential is not eager
@@ -158,7 +204,30 @@ def mcmc(
         parallel = False  # worker processes cannot share an accelerator safely
     elif parallel is None:
         parallel = chains > 1 and available_cores() > 1
-    job = ChainJob(eager, potential, traced, starts, chain_seeds, settings, kernel)
+    checkpoints = None
+    if checkpoint is not None:
+        header = {
+            "seed": seed,
+            "chains": chains,
+            "dim": eager.dim,
+            **settings._asdict(),
+        }
+        checkpoints = [
+            ChainCheckpoint(checkpoint, chain, checkpoint_every, header)
+            for chain in range(chains)
+        ]
+    job = ChainJob(
+        eager,
+        potential,
+        traced,
+        starts,
+        chain_seeds,
+        settings,
+        kernel,
+        layout=layout,
+        tuned=tuned,
+        checkpoints=checkpoints,
+    )
     results = run_chains(
         job,
         chains,
@@ -166,7 +235,80 @@ def mcmc(
         parallel=bool(parallel),
         progress=progress,
     )
-    return _assemble(eager, results, seed)
+    return _assemble(eager, results, seed, dense_mass)
+
+
+def mass_layout(
+    potential: ModelPotential, dense_mass: bool | Sequence[Sequence[str]]
+) -> MassLayout:
+    """The blocks of the mass matrix ``dense_mass`` asks for (see :func:`mcmc`)."""
+    if isinstance(dense_mass, bool):
+        return MassLayout(
+            potential.dim, [np.arange(potential.dim)] if dense_mass else []
+        )
+    latents = {latent.name: latent for latent in potential.latents}
+    if isinstance(dense_mass, str) or not all(
+        isinstance(group, (tuple, list)) for group in dense_mass
+    ):
+        raise TypeError(
+            "dense_mass must be True, False or a list of tuples of variable names, "
+            f'e.g. [("alpha", "beta")], got {dense_mass!r}'
+        )
+    blocks, seen = [], set()
+    for group in dense_mass:
+        for name in group:
+            if name not in latents:
+                raise ValueError(
+                    f"dense_mass names '{name}', which is not a latent variable of the "
+                    f"model; they are {list(latents)}"
+                )
+            if name in seen:
+                raise ValueError(f"dense_mass names '{name}' in two blocks")
+            seen.add(name)
+        blocks.append(
+            np.concatenate(
+                [
+                    np.arange(latents[n].offset, latents[n].offset + latents[n].size)
+                    for n in group
+                ]
+            )
+        )
+    return MassLayout(potential.dim, blocks)
+
+
+def _continued(
+    potential: ModelPotential, result: MCMCResult, chains: int
+) -> tuple[list[IntegratorState], list[tuple[float, np.ndarray]] | None]:
+    """The last point of each chain of ``result``, and its step size and inverse mass
+    matrix (``None`` for a kernel without them)."""
+    if not isinstance(result, MCMCResult):
+        raise TypeError(
+            f"continue_from must be an MCMCResult, got {type(result).__name__}"
+        )
+    positions = result.final_positions
+    if positions.shape != (chains, potential.dim):
+        raise ValueError(
+            f"continue_from has {positions.shape[0]} chains of {positions.shape[1]} "
+            f"coordinates, but this run has {chains} chains of {potential.dim}: "
+            "continue with the same model and number of chains"
+        )
+    starts = []
+    for chain, position in enumerate(positions.numpy()):
+        position = position.astype(potential.numpy_dtype)
+        energy, grad = potential(position)
+        if not (math.isfinite(energy) and np.isfinite(grad).all()):
+            raise ValueError(
+                f"the log density is not finite at the last draw of chain {chain} of "
+                "continue_from: is it a result of the same model and data?"
+            )
+        starts.append(IntegratorState(position, np.zeros_like(position), energy, grad))
+    if result.step_size is None:
+        return starts, None
+    tuned = [
+        (float(step), matrix.numpy())
+        for step, matrix in zip(result.step_size, result.inverse_mass_matrix)
+    ]
+    return starts, tuned
 
 
 def _fraction(name: str, value: Any) -> float:
@@ -187,23 +329,6 @@ def _chain_seeds(seed: int, chains: int) -> tuple[list[int], list[int]]:
     return init, run
 
 
-def _initial_state(potential: ModelPotential, seed: int) -> IntegratorState:
-    """A start drawn uniformly in (-2, 2) in unconstrained space with a finite log
-    density and gradient; an error naming the culprits if none is found."""
-    rng = np.random.default_rng(seed)
-    for _ in range(INITIAL_POINT_TRIES):
-        uniform = rng.uniform(-INITIAL_RADIUS, INITIAL_RADIUS, potential.dim)
-        position = uniform.astype(potential.numpy_dtype)
-        energy, grad = potential(position)
-        if math.isfinite(energy) and np.isfinite(grad).all():
-            return IntegratorState(position, np.zeros_like(position), energy, grad)
-    raise ValueError(
-        f"the model's log density is not finite at any of {INITIAL_POINT_TRIES} "
-        f"initial points drawn uniformly in (-{INITIAL_RADIUS:g}, {INITIAL_RADIUS:g}) "
-        f"in unconstrained space: {_explain(potential, position, grad)}"
-    )
-
-
 def _check_deterministic(potential: ModelPotential, start: IntegratorState) -> None:
     """Refuse a log density that changes between evaluations at the same point."""
     energy, _ = potential(start.position)
@@ -215,31 +340,6 @@ def _check_deterministic(potential: ModelPotential, start: IntegratorState) -> N
             "model random (dropout in training mode, noise drawn with torch.randn, a "
             "random variable drawn outside a borch.Module)?"
         )
-
-
-def _explain(potential: ModelPotential, position: np.ndarray, grad: np.ndarray) -> str:
-    bad = [
-        f"'{name}' ({value})"
-        for name, value in potential.log_density_terms(position)
-        if not math.isfinite(value)
-    ]
-    if bad:
-        return (
-            "at the last one, the log density of "
-            + ", ".join(bad)
-            + " is not finite. Check the priors' and likelihood's arguments and the "
-            "observed values against their supports"
-        )
-    bad = [
-        f"'{latent.name}'"
-        for latent in potential.latents
-        if not np.isfinite(grad[latent.offset : latent.offset + latent.size]).all()
-    ]
-    return (
-        "at the last one, the gradient with respect to "
-        + ", ".join(bad or ["some variables"])
-        + " is not finite"
-    )
 
 
 def _fast_potential(
@@ -277,6 +377,9 @@ class ChainJob:
         seeds: Sequence[int],
         settings: Settings,
         kernel: Kernel,
+        layout: MassLayout | None = None,
+        tuned: Sequence[tuple[float, Metric]] | None = None,
+        checkpoints: Sequence[ChainCheckpoint] | None = None,
     ) -> None:
         self.eager = eager
         self.trace = traced
@@ -285,6 +388,9 @@ class ChainJob:
         self.settings = settings
         self.kernel = kernel
         self.potential: Potential | None = potential
+        self.layout = layout
+        self.tuned = tuned
+        self.checkpoints = checkpoints
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -311,6 +417,9 @@ class ChainJob:
             lambda done, postfix: report(chain, done, postfix),
             kernel=self.kernel,
             reference=self.eager if traced else None,
+            layout=self.layout,
+            tuned=None if self.tuned is None else self.tuned[chain],
+            checkpoint=None if self.checkpoints is None else self.checkpoints[chain],
         )
         result["traced"] = traced and result["mismatch"] is None
         return result
@@ -324,6 +433,9 @@ def sample_chain(
     report: Callable[[int, str], None] | None = None,
     kernel: Kernel | None = None,
     reference: Potential | None = None,
+    layout: MassLayout | None = None,
+    tuned: tuple[float, Metric] | None = None,
+    checkpoint: ChainCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Warm up and sample one chain with ``kernel``; return its draws and statistics.
 
@@ -339,38 +451,86 @@ def sample_chain(
         reference: the potential ``potential`` replays (the eager model behind a
             traced one). They are compared at :func:`check_iterations`; on a
             difference the chain continues on ``reference``.
+        layout: the blocks of the mass matrix warm-up estimates (diagonal if
+            ``None``).
+        tuned: ``(step_size, metric)`` to start from (a continued chain) instead of
+            the identity metric and a step size search; warm-up, if any, adapts on
+            from them.
+        checkpoint: where to save the sampling phase as it goes, and to resume it
+            from if a checkpoint is there.
 
     Returns:
         ``positions (num_samples, dim)``; ``stats``, an array ``(num_samples, ...)``
         per field of the kernel's info plus ``log_density``; the final
-        ``step_size`` and ``inverse_mass`` (``None`` for kernels that are not
-        adaptive); and ``mismatch``, a description of how ``potential`` differed
-        from ``reference`` (``None`` if it did not, or was not checked).
+        ``position``, ``step_size`` and ``inverse_mass`` (``None`` for kernels that
+        are not adaptive); and ``mismatch``, a description of how ``potential``
+        differed from ``reference`` (``None`` if it did not, or was not checked).
     """
     kernel = NUTS(settings.max_tree_depth) if kernel is None else kernel
     num_samples, warmup = settings.num_samples, settings.warmup
     position = start.position
+    layout = MassLayout(position.size) if layout is None else layout
+    resume = None if checkpoint is None else checkpoint.load()
+    mismatch = None
+    if resume is not None:
+        mismatch = resume["mismatch"]
+        if mismatch is not None and reference is not None:
+            potential = reference
+        position = resume["position"].numpy()
+        rng.bit_generator.state = resume["rng"]
+        if resume["step_size"] is not None:
+            inverse_mass = resume["inverse_mass"].numpy()
+            tuned = (resume["step_size"], layout.from_matrix(inverse_mass))
     state = kernel.init(position, potential)
     step_size = metric = adaptation = None
     if kernel.adaptive:
-        metric = DiagonalMetric(np.ones_like(position))
-        state = kernel.tune(state, 1.0, metric)
-        step_size = kernel.find_step_size(state, rng)
+        if tuned is None:
+            metric = layout.identity(position.dtype)
+            state = kernel.tune(state, 1.0, metric)
+            step_size = kernel.find_step_size(state, rng)
+        else:
+            step_size, metric = float(tuned[0]), tuned[1]
         state = kernel.tune(state, step_size, metric)
         adaptation = WindowedAdaptation(
-            warmup, position.size, step_size, settings.target_accept, position.dtype
+            warmup, layout, step_size, settings.target_accept, position.dtype
         )
     checks = check_iterations(warmup) if reference is not None else set()
-    mismatch = None
     positions = np.empty((num_samples, position.size), dtype=position.dtype)
     stats: dict[str, np.ndarray] | None = None
     progress = _Progress(report, warmup)
-    for iteration in range(warmup + num_samples):
+    first = 0
+    if resume is not None:
+        done = resume["draw"]
+        first = warmup + done
+        positions[:done] = resume["positions"].numpy()
+        if resume["stats"]:
+            stats = _restore(resume["stats"], num_samples)
+        progress.phase_start = warmup
+
+    def save(draws: int) -> None:
+        checkpoint.save(
+            {
+                "draw": draws,
+                "position": checkpoint_tensor(state.position),
+                "step_size": step_size,
+                "inverse_mass": None
+                if metric is None
+                else checkpoint_tensor(metric.inverse_mass),
+                "rng": rng.bit_generator.state,
+                "positions": checkpoint_tensor(positions[:draws]),
+                "stats": {}
+                if stats is None
+                else {k: checkpoint_tensor(v[:draws]) for k, v in stats.items()},
+                "mismatch": mismatch,
+            }
+        )
+
+    for iteration in range(first, warmup + num_samples):
         state, info = kernel.step(state, rng)
         if iteration < warmup:
             if adaptation is not None:
                 if adaptation.update(iteration, state.position, info.accept_prob):
-                    metric = DiagonalMetric(adaptation.inv_mass)
+                    metric = adaptation.metric
                     if iteration + 1 < warmup:
                         state = kernel.tune(state, step_size, metric)
                         adaptation.restart(kernel.find_step_size(state, rng))
@@ -381,6 +541,8 @@ def sample_chain(
                 if mismatch is not None:
                     potential = reference
                     state = _restart(kernel, state, start, potential, step_size, metric)
+            if iteration + 1 == warmup and checkpoint is not None:
+                save(0)
         else:
             draw = iteration - warmup
             if stats is None:
@@ -389,14 +551,27 @@ def sample_chain(
             for name, value in zip(info._fields, info):
                 stats[name][draw] = value
             stats["log_density"][draw] = -state.potential_energy
+            if checkpoint is not None and checkpoint.due(draw + 1, num_samples):
+                save(draw + 1)
         progress.update(iteration, info, step_size)
     return {
         "positions": positions,
         "stats": stats,
+        "position": state.position,
         "step_size": step_size,
         "inverse_mass": None if metric is None else metric.inverse_mass,
         "mismatch": mismatch,
     }
+
+
+def _restore(saved: dict[str, torch.Tensor], num_samples: int) -> dict[str, np.ndarray]:
+    """Statistics arrays for ``num_samples`` draws, the first ones from a checkpoint."""
+    stats = {}
+    for name, value in saved.items():
+        value = value.numpy()
+        stats[name] = np.empty((num_samples, *value.shape[1:]), dtype=value.dtype)
+        stats[name][: len(value)] = value
+    return stats
 
 
 def check_iterations(warmup: int) -> set[int]:
@@ -426,7 +601,7 @@ def _restart(
     start: IntegratorState,
     potential: Potential,
     step_size: float | None,
-    metric: DiagonalMetric | None,
+    metric: Metric | None,
 ) -> Any:
     """The kernel's state on a new ``potential``: at the current position, or back
     at the start where the new potential is not finite at it."""
@@ -491,6 +666,7 @@ def _assemble(
     potential: ModelPotential,
     results: list[dict[str, Any]],
     seed: int,
+    dense_mass: bool | Sequence[Sequence[str]] = False,
 ) -> MCMCResult:
     positions = np.stack([r["positions"] for r in results])
     samples = potential.constrained(potential.tensor(positions))
@@ -512,6 +688,10 @@ def _assemble(
         else None,
         seed=seed,
         traced=[r["traced"] for r in results],
+        final_positions=torch.from_numpy(np.stack([r["position"] for r in results])),
+        dense_mass=dense_mass,
+        model=potential,
+        positions=torch.from_numpy(positions),
     )
     for chain, r in enumerate(results):
         if r["mismatch"] is not None:
@@ -529,4 +709,11 @@ def _assemble(
     return result
 
 
-__all__ = ["MCMCResult", "Settings", "check_iterations", "mcmc", "sample_chain"]
+__all__ = [
+    "MCMCResult",
+    "Settings",
+    "check_iterations",
+    "mass_layout",
+    "mcmc",
+    "sample_chain",
+]
