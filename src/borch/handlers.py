@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from contextvars import ContextVar
 from numbers import Real
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from borch.compiling import TracedContextVar
 from borch.validation import check_count
 
 __all__ = [
@@ -61,11 +61,10 @@ class SiteContext(NamedTuple):
 #: No handler in force: the context of almost every variable.
 NO_CONTEXT = SiteContext()
 
-_CONTEXT: ContextVar[SiteContext] = ContextVar("borch_handlers", default=NO_CONTEXT)
+_CONTEXT: TracedContextVar[SiteContext] = TracedContextVar("borch_handlers", NO_CONTEXT)
 
 
-#: ``current_context()``: the handlers in force now. The context variable's own
-#: ``get``, so that recording a variable's use costs no Python call.
+#: ``current_context()``: the handlers in force now.
 current_context: Callable[[], SiteContext] = _CONTEXT.get
 
 

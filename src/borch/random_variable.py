@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from numbers import Number
 from typing import Any, ClassVar, NamedTuple
 
@@ -32,6 +31,7 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from borch.compiling import TracedContextVar, compiling
 from borch.fastpath.construction import construct, remember_log_scale
 from borch.fastpath.draws import draw
 from borch.graph import Graph, apply_to_tensors
@@ -216,7 +216,11 @@ class RandomVariable(TensorLike, nn.Module):
         )
 
     def _current_key(self) -> tuple:
-        """Fingerprint of everything the distribution is computed from."""
+        """Fingerprint of everything the distribution is computed from (none while
+        compiling: a compiled step rebuilds every distribution, see
+        :func:`discard_value`)."""
+        if compiling():
+            return ()
         tensors = self._watched
         variables = self._watched_rvs
         distributions = self._watched_dists
@@ -239,7 +243,7 @@ class RandomVariable(TensorLike, nn.Module):
         fresh autograd graph per draw), here and in the variables this one uses."""
         state = self.__dict__
         state["_value"] = None
-        if state["_needs_grad"]:
+        if state["_needs_grad"] or compiling():
             state["_dist"] = None
         for rv in state["_watched_rvs"]:
             rv.discard_value()
@@ -270,12 +274,12 @@ class RandomVariable(TensorLike, nn.Module):
 
     def _build_distribution(self) -> Distribution:
         static_key = self._static_key
-        if static_key is not None:
+        if static_key is not None and not compiling():
             dist = _STATIC_DISTRIBUTIONS.get(static_key)
             if dist is not None and self._numbers_valid():
                 return dist
         dist = self._build_from_arguments()
-        if static_key is not None:
+        if static_key is not None and not compiling():
             if len(_STATIC_DISTRIBUTIONS) >= _STATIC_CACHE_SIZE:
                 _STATIC_DISTRIBUTIONS.pop(next(iter(_STATIC_DISTRIBUTIONS)))
             _STATIC_DISTRIBUTIONS[static_key] = dist
@@ -301,7 +305,11 @@ class RandomVariable(TensorLike, nn.Module):
             if type(self)._distribution is not RandomVariable._distribution:
                 dist = self._distribution()
             else:
-                dist = construct(self.distribution_cls, kwargs, validate)
+                # Tensor arguments are checked in eager runs only: the check
+                # branches on their values (see borch.compiling).
+                dist = construct(
+                    self.distribution_cls, kwargs, validate and not compiling()
+                )
         except (ValueError, RuntimeError) as error:
             # The failure path only: say which of the user's arguments is at fault.
             culprits = (
@@ -330,7 +338,7 @@ class RandomVariable(TensorLike, nn.Module):
 
     def _check_number_args(self, kwargs: dict[str, Any]) -> bool:
         """Check number arguments in Python; return whether torch must check others."""
-        constraints = type(self).__dict__.get("_class_arg_constraints")
+        constraints = _class_fact(type(self), "_class_arg_constraints")
         if constraints is None:
             return True
         needs_torch = False
@@ -351,8 +359,12 @@ class RandomVariable(TensorLike, nn.Module):
         return needs_torch
 
     def _distribution_now(self) -> Distribution:
-        key = self._current_key()
         dist = self._dist
+        if compiling():
+            if dist is None:
+                dist = self.__dict__["_dist"] = self._build_distribution()
+            return dist
+        key = self._current_key()
         if dist is None or key != self._dist_key:
             dist = self._build_distribution()
             state = self.__dict__
@@ -380,7 +392,9 @@ class RandomVariable(TensorLike, nn.Module):
     def tensor(self) -> Tensor:
         """The current value; drawn when first needed and after the arguments change."""
         value = self._value
-        if value is None or self._value_key != self._current_key():
+        if value is None or (
+            not compiling() and self._value_key != self._current_key()
+        ):
             return self._draw()
         if not self._drawn_with_grad and self._needs_grad and torch.is_grad_enabled():
             # Drawn under no_grad; a value used for training must carry gradients.
@@ -403,7 +417,8 @@ class RandomVariable(TensorLike, nn.Module):
         state["_value_key"] = key
         # Values set by hand are kept whatever the grad mode.
         state["_drawn_with_grad"] = explicit or torch.is_grad_enabled()
-        state["_generation"] += 1
+        if not compiling():  # an int that changes on every draw would recompile
+            state["_generation"] += 1
         return value
 
     def _draw(self) -> Tensor:
@@ -425,7 +440,7 @@ class RandomVariable(TensorLike, nn.Module):
         if value is None:
             return self.tensor
         value = as_tensor(value)
-        if validation_enabled(self._validate_args):
+        if validation_enabled(self._validate_args) and not compiling():
             dist = self.distribution
             if not bool(dist.support.check(value).all()):
                 raise ValueError(
@@ -466,13 +481,13 @@ class RandomVariable(TensorLike, nn.Module):
     @property
     def support(self):
         """The support constraint of the distribution."""
-        support = type(self).__dict__.get("_class_support")
+        support = _class_fact(type(self), "_class_support")
         return support if support is not None else self.distribution.support
 
     @property
     def has_rsample(self) -> bool:
         """Whether draws can be reparameterised (gradients flow through them)."""
-        has_rsample = type(self).__dict__.get("_class_has_rsample")
+        has_rsample = _class_fact(type(self), "_class_has_rsample")
         if has_rsample is not None:
             return has_rsample
         return bool(self.distribution.has_rsample)
@@ -567,6 +582,15 @@ class RandomVariable(TensorLike, nn.Module):
         return sorted(set(super().__dir__()) | set(self._args))
 
 
+def _class_fact(cls: type, name: str) -> Any:
+    """A ``_class_*`` fact :func:`borch.distributions.random_variable_class` recorded
+    for exactly ``cls`` (a subclass may change the distribution), else ``None``.
+    Read without ``cls.__dict__``, which dynamo cannot trace after a dict changed."""
+    if getattr(cls, "_class_facts_of", None) is not cls:
+        return None
+    return getattr(cls, name, None)
+
+
 def _short(value: Any) -> str:
     if isinstance(value, RandomVariable):
         return repr(value)
@@ -582,7 +606,7 @@ def _short(value: Any) -> str:
 
 #: ``(number of particles, batch dims)`` while drawing several particles at once
 #: (see ``borch.infer.variational.particles``); ``None`` otherwise.
-_PARTICLES: ContextVar[tuple[int, int] | None] = ContextVar(
+_PARTICLES: TracedContextVar[tuple[int, int] | None] = TracedContextVar(
     "borch_particles", default=None
 )
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from contextvars import ContextVar
 from numbers import Number
 
 import numpy as np
 import torch
 from torch.distributions import constraints
 
-_VALIDATE_ARGS: ContextVar[bool | None] = ContextVar(
+from borch.compiling import TracedContextVar
+
+_VALIDATE_ARGS: TracedContextVar[bool | None] = TracedContextVar(
     "borch_validate_args", default=None
 )
 DEFAULT_VALIDATE_ARGS = True

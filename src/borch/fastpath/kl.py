@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
+from borch.compiling import compiling
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.memo import MEMO_KEY, keep_pair, kept_pair, memo
 
@@ -56,7 +57,7 @@ def _scalar_normal_constants(p: Normal) -> tuple:
     numbers remembered for constant priors (shared between steps), tensors recomputed
     for learnable ones."""
     loc, scale = p.loc, p.scale
-    if loc.requires_grad or scale.requires_grad:
+    if loc.requires_grad or scale.requires_grad or compiling():
         return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
     record = p.__dict__.get(MEMO_KEY)
     if record is not None:
