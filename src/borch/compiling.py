@@ -11,12 +11,12 @@ created parameters and approximations exist before anything is traced), compiles
 the step for later calls and warns, naming the reasons, when the compiled step breaks
 into several graphs.
 
-What a compiled step does not check: the constraints of argument *values* that are
-tensors (a Categorical's logits free of NaN, an observed value inside the support of
-its prior). Checking them needs the value in Python, which splits the graph; they are
-checked on the eager first call and wherever borch runs eagerly.
-:func:`borch.Module.observe` still checks observed values (finite) when it is called
-outside the compiled step.
+Checks of tensor *values* (a distribution's arguments inside their constraints, an
+observed value inside the support of its prior, plate indices in range) branch on
+data in eager code; inside a compiled step they are made in the graph by
+:func:`check_in_graph` and fail with a ``RuntimeError`` carrying the same message,
+without the offending values. :meth:`borch.Module.observe` checks the data it is
+given (finite) in Python: call it outside the compiled function.
 """
 
 from __future__ import annotations
@@ -29,13 +29,23 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["TracedContextVar", "compile_step", "compiling"]
+__all__ = ["TracedContextVar", "check_in_graph", "compile_step", "compiling"]
 
 T = TypeVar("T")
 
 #: ``compiling()``: whether dynamo is tracing the code now (then fast paths keyed on
 #: Python-side state step aside). A constant to the tracer.
 compiling: Callable[[], bool] = torch.compiler.is_compiling
+
+
+def check_in_graph(ok: torch.Tensor, message: str) -> None:
+    """Raise ``RuntimeError(message)`` when the one-element boolean ``ok`` is false,
+    as an operation of the traced graph (no Python branch on the data).
+
+    Example:
+        >>> check_in_graph(torch.tensor(True), "never raised")
+    """
+    torch._assert_async(ok, message)
 
 
 class TracedContextVar(Generic[T]):
@@ -63,13 +73,27 @@ class TracedContextVar(Generic[T]):
             return self._last
         return self._var.get()
 
-    def set(self, value: T) -> Token:
-        self._last = value
+    def set(self, value: T) -> Token | _TracedToken:
+        previous, self._last = self._last, value
+        if compiling():  # handlers entered inside the compiled step
+            return _TracedToken(previous)
         return self._var.set(value)
 
-    def reset(self, token: Token) -> None:
+    def reset(self, token: Token | _TracedToken) -> None:
+        if isinstance(token, _TracedToken):
+            self._last = token.previous
+            return
         self._var.reset(token)
         self._last = self._var.get()
+
+
+class _TracedToken:
+    """What :meth:`TracedContextVar.set` returns while tracing: the value to restore."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
 
 
 def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[..., Any]:
@@ -81,7 +105,10 @@ def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[...,
     the model as it will stay. The second call compiles; if the compiled step breaks
     into several graphs, a :class:`UserWarning` names why (with ``fullgraph=True``
     torch raises instead). Put ``loss.backward()`` and the optimiser step after the
-    compiled part (compiled separately if wanted).
+    compiled part (compiled separately if wanted). With the default inductor backend
+    and neither ``mode`` nor ``options`` given, draws use torch's random-number
+    kernels (``options={"fallback_random": True}``): the same numbers as eager from
+    the same seed, and faster on the CPU.
 
     Example:
         >>> import torch
@@ -98,6 +125,12 @@ def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[...,
         >>> step().backward()  # eager: creates the approximation of mu
         >>> step().backward()  # compiled
     """
+    if compile_kwargs.get("backend", "inductor") == "inductor" and not (
+        {"mode", "options"} & compile_kwargs.keys()
+    ):
+        # inductor's own CPU random-number kernels are several times slower than
+        # torch's and give other numbers (benchmarks/README.md): keep torch's.
+        compile_kwargs["options"] = {"fallback_random": True}
     compiled = torch.compile(fn, **compile_kwargs)
     calls = 0
 

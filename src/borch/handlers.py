@@ -32,7 +32,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from borch.compiling import TracedContextVar
+from borch.compiling import TracedContextVar, check_in_graph, compiling
 from borch.validation import check_count
 
 __all__ = [
@@ -272,7 +272,12 @@ def _check_subsample(
             f"plate '{name}': subsample must be a non-empty 1-d tensor of indices, "
             f"got shape {tuple(subsample.shape)}"
         )
-    if bool(((subsample < 0) | (subsample >= size)).any()):  # one synchronisation
+    outside = ((subsample < 0) | (subsample >= size)).any()
+    if compiling():
+        check_in_graph(
+            ~outside, f"plate '{name}': subsample indices must be in [0, {size})"
+        )
+    elif bool(outside):  # one synchronisation
         raise ValueError(
             f"plate '{name}': subsample indices must be in [0, {size}), got "
             f"{subsample.min().item()} .. {subsample.max().item()}"

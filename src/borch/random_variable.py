@@ -31,13 +31,14 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.compiling import TracedContextVar, compiling
+from borch.compiling import TracedContextVar, check_in_graph, compiling
 from borch.fastpath.construction import construct, remember_log_scale
 from borch.fastpath.draws import draw
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
 from borch.validation import (
+    check_arguments_in_graph,
     check_flag,
     number_satisfies,
     validate_args,
@@ -304,12 +305,13 @@ class RandomVariable(TensorLike, nn.Module):
         try:
             if type(self)._distribution is not RandomVariable._distribution:
                 dist = self._distribution()
-            else:
-                # Tensor arguments are checked in eager runs only: the check
-                # branches on their values (see borch.compiling).
-                dist = construct(
-                    self.distribution_cls, kwargs, validate and not compiling()
+            elif validate and compiling():
+                check_arguments_in_graph(
+                    self.distribution_cls, kwargs, self._describe()
                 )
+                dist = construct(self.distribution_cls, kwargs, False)
+            else:
+                dist = construct(self.distribution_cls, kwargs, validate)
         except (ValueError, RuntimeError) as error:
             # The failure path only: say which of the user's arguments is at fault.
             culprits = (
@@ -428,7 +430,7 @@ class RandomVariable(TensorLike, nn.Module):
             value = draw(dist)
         else:
             value = _draw_particles(dist, *particles, self._describe())
-        return self._set_value(value, self._dist_key)
+        return self._set_value(value, () if compiling() else self._dist_key)
 
     def forward(self) -> Tensor:
         """Draw a new value and return it."""
@@ -440,9 +442,15 @@ class RandomVariable(TensorLike, nn.Module):
         if value is None:
             return self.tensor
         value = as_tensor(value)
-        if validation_enabled(self._validate_args) and not compiling():
+        if validation_enabled(self._validate_args):
             dist = self.distribution
-            if not bool(dist.support.check(value).all()):
+            inside = dist.support.check(value).all()
+            if compiling():
+                check_in_graph(
+                    inside,
+                    f"{self._describe()}: value outside the support",
+                )
+            elif not bool(inside):
                 raise ValueError(
                     f"{self._describe()}: value outside the support {dist.support}: "
                     f"{value}"
