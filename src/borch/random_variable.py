@@ -261,7 +261,8 @@ class RandomVariable(TensorLike, nn.Module):
     def _evaluated_kwargs(self) -> dict[str, Any]:
         kwargs = {}
         distribution_args = self.distribution_args
-        aliases = self._aliases
+        # (aliases only change how arguments print; dynamo warns on reading them)
+        aliases = _NO_ALIASES if compiling() else self._aliases
         for name in self._args:
             value = self._arg(name)
             if isinstance(value, RandomVariable) and name in distribution_args:
