@@ -174,7 +174,7 @@ def test_inductor_step_matches_eager():
 
 
 def test_compile_step_runs_eagerly_first_then_compiled():
-    model, loss_fn, inputs = make_workload("regression")
+    model, loss_fn, _ = make_workload("regression")
     counter = CompileCounter()
     step = compile_step(loss_fn, backend=counter)
     step().backward()
@@ -185,7 +185,7 @@ def test_compile_step_runs_eagerly_first_then_compiled():
 
 
 def test_compile_step_warns_naming_graph_breaks():
-    model, loss_fn, _ = make_workload("regression")
+    _, loss_fn, _ = make_workload("regression")
 
     def broken():
         loss = loss_fn()
@@ -199,7 +199,7 @@ def test_compile_step_warns_naming_graph_breaks():
 
 
 def test_handlers_around_the_compiled_step_are_respected():
-    model, loss_fn, _ = make_workload("regression")
+    _, loss_fn, _ = make_workload("regression")
     loss_fn().backward()
     compiled = torch.compile(loss_fn, backend="aot_eager")
     torch.manual_seed(5)
