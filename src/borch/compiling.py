@@ -34,8 +34,9 @@ __all__ = ["TracedContextVar", "check_in_graph", "compile_step", "compiling"]
 T = TypeVar("T")
 
 #: ``compiling()``: whether dynamo is tracing the code now (then fast paths keyed on
-#: Python-side state step aside). A constant to the tracer.
-compiling: Callable[[], bool] = torch.compiler.is_compiling
+#: Python-side state step aside). A constant to the tracer; in eager code a call
+#: that returns ``False`` (cheaper than ``torch.compiler.is_compiling``).
+compiling: Callable[[], bool] = torch.compiler.is_dynamo_compiling
 
 
 def check_in_graph(ok: torch.Tensor, message: str) -> None:
