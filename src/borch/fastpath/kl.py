@@ -55,7 +55,7 @@ def normal_kl_sum(q: Normal, p: Normal) -> Tensor:
 def _scalar_normal_constants(p: Normal) -> tuple:
     """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal:
     numbers remembered for constant priors (shared between steps), tensors recomputed
-    for learnable ones."""
+    for learnable ones and inside a compiled step."""
     loc, scale = p.loc, p.scale
     if loc.requires_grad or scale.requires_grad or compiling():
         return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
