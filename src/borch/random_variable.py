@@ -365,7 +365,9 @@ class RandomVariable(TensorLike, nn.Module):
         dist = self._dist
         if compiling():
             if dist is None:
-                dist = self.__dict__["_dist"] = self._build_distribution()
+                state = self.__dict__
+                dist = state["_dist"] = self._build_distribution()
+                state["_dist_key"] = None  # the next eager use rebuilds
             return dist
         key = self._current_key()
         if dist is None or key != self._dist_key:
@@ -431,7 +433,8 @@ class RandomVariable(TensorLike, nn.Module):
             value = draw(dist)
         else:
             value = _draw_particles(dist, *particles, self._describe())
-        return self._set_value(value, () if compiling() else self._dist_key)
+        # Drawn while compiling: no key, so the next eager use draws anew.
+        return self._set_value(value, None if compiling() else self._dist_key)
 
     def forward(self) -> Tensor:
         """Draw a new value and return it."""
