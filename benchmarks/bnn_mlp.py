@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, Normal, kl_divergence
 
+from benchmarks import harness
+
 SIZES = (64, 256, 256, 10)
 BATCH = 128
 LOG_SCALE = -5.0
@@ -59,7 +61,7 @@ def _torch_parameters():
     return params
 
 
-def borch_step():
+def borch_training():
     import borch
     from borch import distributions as dist
     from borch import nn
@@ -84,25 +86,22 @@ def borch_step():
     model.observe(y=y)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 
-    def step():
+    def loss_fn():
         borch.sample(model)
         model(x)
-        loss = vi_loss(**borch.pq_to_infer(model), div_fn=analytical_kl_divergence_loss)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return vi_loss(**borch.pq_to_infer(model), div_fn=analytical_kl_divergence_loss)
 
-    return step
+    return harness.Training(loss_fn, optimizer)
 
 
-def torch_step():
+def torch_training():
     """By hand with torch.distributions, priors built once."""
     x, y = data()
     params = _torch_parameters()
     priors = [Normal(0.0, sd) for _, _, sd in params]
     optimizer = torch.optim.Adam([p for loc, ls, _ in params for p in (loc, ls)], lr=LR)
 
-    def step():
+    def loss_fn():
         posteriors = [Normal(loc, log_scale.exp()) for loc, log_scale, _ in params]
         w1, b1, w2, b2, w3, b3 = [q.rsample() for q in posteriors]
         hidden = F.relu(F.linear(x, w1, b1))
@@ -111,11 +110,13 @@ def torch_step():
         loss = -Categorical(logits=logits).log_prob(y).sum()
         for q, p in zip(posteriors, priors):
             loss = loss + kl_divergence(q, p).sum()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return loss
 
-    return step
+    return harness.Training(loss_fn, optimizer)
+
+
+borch_step = harness.training_step(borch_training)
+torch_step = harness.training_step(torch_training)
 
 
 def torch_formulas_step():
@@ -190,7 +191,9 @@ def pyro_step():
 
 VARIANTS = {
     "borch": borch_step,
+    "borch-compiled": harness.training_step(borch_training, "borch-compiled"),
     "torch": torch_step,
+    "torch-compiled": harness.training_step(torch_training, "torch-compiled"),
     "torch-formulas": torch_formulas_step,
     "pyro": pyro_step,
 }
@@ -200,13 +203,11 @@ STEP_SCALE = 0.5  # steps take milliseconds: half the default block length
 
 def profile_borch(steps: int = 300, top: int = 25) -> str:
     """cProfile of the borch step (see :func:`benchmarks.harness.profile_step`)."""
-    from benchmarks import harness
 
     return harness.profile_step(borch_step, steps, top)
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks import harness
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=100)

@@ -37,6 +37,56 @@ class Measurement:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class Training:
+    """The parts of one training step: ``loss_fn(*inputs())`` is the loss (``inputs``
+    gives the step's data: a new minibatch, ...), then backward and ``optimizer``."""
+
+    loss_fn: Callable[..., torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    inputs: Callable[[], tuple] = tuple
+
+
+#: Seconds the first compiled call of each compiled variant took, by variant name
+#: (filled in by the step factories of :func:`training_step`).
+COMPILE_SECONDS: dict[str, float] = {}
+
+
+def training_step(
+    make_training: Callable[[], Training], compiled: str | None = None
+) -> Callable[[], Callable[[], None]]:
+    """A step factory for ``make_training``: eager, or, with ``compiled`` (the
+    variant's name), the loss compiled by :func:`borch.compile_step` (default
+    inductor backend) and the time of the compiling call kept in
+    :data:`COMPILE_SECONDS`."""
+
+    def make_step() -> Callable[[], None]:
+        training = make_training()
+        loss_fn, optimizer, inputs = (
+            training.loss_fn,
+            training.optimizer,
+            training.inputs,
+        )
+        if compiled is not None:
+            from borch.compiling import compile_step
+
+            loss_fn = compile_step(loss_fn)
+
+        def step() -> None:
+            loss_fn(*inputs()).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        if compiled is not None:
+            step()  # eager: creates the lazily made parameters
+            start = time.perf_counter()
+            step()
+            COMPILE_SECONDS[compiled] = time.perf_counter() - start
+        return step
+
+    return make_step
+
+
 def runnable(variants: dict[str, Callable]) -> dict[str, Callable]:
     """``variants`` without Pyro's when Pyro (an optional extra) is not installed."""
     if "pyro" not in variants or importlib.util.find_spec("pyro") is not None:

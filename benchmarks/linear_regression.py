@@ -11,6 +11,8 @@ import math
 import torch
 from torch.distributions import LogNormal, Normal
 
+from benchmarks import harness
+
 
 def data():
     generator = torch.Generator().manual_seed(0)
@@ -19,7 +21,7 @@ def data():
     return x, y
 
 
-def borch_step():
+def borch_training():
     import borch
     from borch import distributions as dist
     from borch import infer
@@ -38,15 +40,12 @@ def borch_step():
     forward(model, x)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
 
-    def step():
+    def loss_fn():
         borch.sample(model)
         forward(model, x)
-        loss = infer.vi_loss(**borch.pq_to_infer(model))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return infer.vi_loss(**borch.pq_to_infer(model))
 
-    return step
+    return harness.Training(loss_fn, optimizer)
 
 
 def _automatic_parameters():
@@ -63,13 +62,13 @@ def _automatic_parameters():
     return {k: torch.nn.Parameter(torch.tensor(v)) for k, v in values.items()}
 
 
-def torch_step():
+def torch_training():
     """By hand with torch.distributions, as a torch user writes it (defaults kept)."""
     x, y = data()
     p = _automatic_parameters()
     optimizer = torch.optim.Adam(p.values(), lr=0.01)
 
-    def step():
+    def loss_fn():
         qb = Normal(p["b_loc"], p["b_scale"].exp())
         qa = Normal(p["a_loc"], p["a_scale"].exp())
         qs = LogNormal(p["s_loc"], p["s_scale"].exp())
@@ -78,11 +77,13 @@ def torch_step():
         loss = loss + qb.log_prob(b) - Normal(0.0, 3.0).log_prob(b)
         loss = loss + qa.log_prob(a) - Normal(0.0, 3.0).log_prob(a)
         loss = loss + qs.log_prob(sigma) - LogNormal(1.0, 1.0).log_prob(sigma)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return loss
 
-    return step
+    return harness.Training(loss_fn, optimizer)
+
+
+borch_step = harness.training_step(borch_training)
+torch_step = harness.training_step(torch_training)
 
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
@@ -144,7 +145,9 @@ def pyro_step():
 
 VARIANTS = {
     "borch": borch_step,
+    "borch-compiled": harness.training_step(borch_training, "borch-compiled"),
     "torch": torch_step,
+    "torch-compiled": harness.training_step(torch_training, "torch-compiled"),
     "torch-formulas": torch_formulas_step,
     "pyro": pyro_step,
 }

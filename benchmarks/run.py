@@ -2,7 +2,9 @@
 
 Every workload is timed for borch, for the same step written by hand in plain torch
 (with ``torch.distributions`` as a torch user writes it, and with the densities written
-out as formulas) and for Pyro when it is installed, all in this one process run, on one
+out as formulas), for borch's and the hand-written torch step with the loss compiled
+(``borch.compile_step``, default inductor backend; the compiling call's time reported
+apart) and for Pyro when it is installed, all in this one process run, on one
 thread, as medians over blocks of steps after a warm-up. Prints a table and writes
 ``benchmarks/results/benchmarks.json``.
 """
@@ -45,6 +47,10 @@ def time_workloads(steps: int, blocks: int, only: set[str] | None) -> dict:
             "seconds_per_step": {k: v.seconds_per_step for k, v in measured.items()}
         }
         entry["spread"] = {k: v.spread for k, v in measured.items()}
+        compile_seconds = dict(harness.COMPILE_SECONDS)
+        harness.COMPILE_SECONDS.clear()
+        if compile_seconds:
+            entry["compile_seconds"] = compile_seconds
         base = measured["torch"].seconds_per_step
         entry["ratio_to_torch"] = {
             k: v.seconds_per_step / base for k, v in measured.items()
@@ -104,6 +110,8 @@ def format_report(results: dict, particle_rows: dict | None) -> str:
                 f"{entry['ratio_to_torch'][variant]:7.2f} {formulas_text} "
                 f"{entry['spread'][variant]:7.2f}"
             )
+        for variant, seconds in entry.get("compile_seconds", {}).items():
+            lines.append(f"{title:20s} {variant} compiling call: {seconds:.1f} s")
         if "pyro_over_borch" in entry:
             lines.append(f"{title:20s} pyro / borch = {entry['pyro_over_borch']:.2f}")
         if "peak_bytes" in entry:

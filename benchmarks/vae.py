@@ -36,6 +36,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 from torch.distributions import Binomial, Normal
 
+from benchmarks import harness
+
 PIXELS, HIDDEN, LATENT = 64, 128, 2
 COUNT = 16
 BATCH = 128
@@ -67,7 +69,7 @@ def encode(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return loc, log_scale
 
 
-def borch_step():
+def borch_training():
     import borch
     from borch import distributions as dist
     from borch.infer import vi_loss
@@ -92,21 +94,21 @@ def borch_step():
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     cycle = itertools.cycle(indices)
 
-    def step():
+    def inputs():
         index = next(cycle)
         x = counts[index]
+        model.observe(x=x)  # checks the data: outside a compiled loss
+        return x, index
+
+    def loss_fn(x, index):
         borch.sample(model)
-        model.observe(x=x)
         model(x, index)
-        loss = vi_loss(**borch.pq_to_infer(model))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return vi_loss(**borch.pq_to_infer(model))
 
-    return step
+    return harness.Training(loss_fn, optimizer, inputs)
 
 
-def torch_step():
+def torch_training():
     """By hand with torch.distributions."""
     counts, indices = data()
     encoder, decoder = networks()
@@ -115,19 +117,19 @@ def torch_step():
     prior = Normal(0.0, 1.0)
     cycle = itertools.cycle(indices)
 
-    def step():
-        x = counts[next(cycle)]
+    def loss_fn(x):
         loc, log_scale = encode(encoder, x)
         q = Normal(loc, log_scale.exp())
         z = q.rsample()
         log_likelihood = Binomial(COUNT, logits=decoder(z)).log_prob(x).sum()
         divergence = (q.log_prob(z) - prior.log_prob(z)).sum()
-        loss = TRAIN / len(x) * (divergence - log_likelihood)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        return TRAIN / len(x) * (divergence - log_likelihood)
 
-    return step
+    return harness.Training(loss_fn, optimizer, lambda: (counts[next(cycle)],))
+
+
+borch_step = harness.training_step(borch_training)
+torch_step = harness.training_step(torch_training)
 
 
 def torch_formulas_step():
@@ -197,7 +199,9 @@ def pyro_step():
 
 VARIANTS = {
     "borch": borch_step,
+    "borch-compiled": harness.training_step(borch_training, "borch-compiled"),
     "torch": torch_step,
+    "torch-compiled": harness.training_step(torch_training, "torch-compiled"),
     "torch-formulas": torch_formulas_step,
     "pyro": pyro_step,
 }

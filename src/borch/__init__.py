@@ -34,6 +34,7 @@ Example:
 """
 
 from borch import distributed, distributions, handlers, infer, metrics, nn, posterior
+from borch.compiling import compile_step
 from borch.conditioning import condition, simulate_observed
 from borch.graph import Graph, Transform
 from borch.handlers import mask, plate, scale
@@ -63,6 +64,7 @@ __all__ = [
     "Site",
     "Transform",
     "as_tensor",
+    "compile_step",
     "condition",
     "distributed",
     "distributions",

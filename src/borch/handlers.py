@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from contextvars import ContextVar
 from numbers import Real
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from borch.compiling import TracedContextVar, check_in_graph, compiling
 from borch.fastpath.shapes import broadcast_shapes
 from borch.validation import check_count
 
@@ -62,11 +62,10 @@ class SiteContext(NamedTuple):
 #: No handler in force: the context of almost every variable.
 NO_CONTEXT = SiteContext()
 
-_CONTEXT: ContextVar[SiteContext] = ContextVar("borch_handlers", default=NO_CONTEXT)
+_CONTEXT: TracedContextVar[SiteContext] = TracedContextVar("borch_handlers", NO_CONTEXT)
 
 
-#: ``current_context()``: the handlers in force now. The context variable's own
-#: ``get``, so that recording a variable's use costs no Python call.
+#: ``current_context()``: the handlers in force now.
 current_context: Callable[[], SiteContext] = _CONTEXT.get
 
 
@@ -274,12 +273,18 @@ def _check_subsample(
             f"plate '{name}': subsample must be a non-empty 1-d tensor of indices, "
             f"got shape {tuple(subsample.shape)}"
         )
-    low, high = (bound.item() for bound in torch.aminmax(subsample))  # one pass
-    if low < 0 or high >= size:
-        raise ValueError(
-            f"plate '{name}': subsample indices must be in [0, {size}), got "
-            f"{low} .. {high}"
+    if compiling():
+        outside = ((subsample < 0) | (subsample >= size)).any()
+        check_in_graph(
+            ~outside, f"plate '{name}': subsample indices must be in [0, {size})"
         )
+    else:
+        low, high = (bound.item() for bound in torch.aminmax(subsample))  # one pass
+        if low < 0 or high >= size:
+            raise ValueError(
+                f"plate '{name}': subsample indices must be in [0, {size}), got "
+                f"{low} .. {high}"
+            )
     if subsample_size is not None and subsample_size != len(subsample):
         raise ValueError(
             f"plate '{name}': subsample has {len(subsample)} indices but "

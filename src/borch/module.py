@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from borch.compiling import check_in_graph, compiling
 from borch.fastpath.shapes import broadcast_shapes
 from borch.handlers import SiteContext, current_context
 from borch.posterior import Automatic, Posterior
@@ -245,7 +246,8 @@ class Module(nn.Module):
         if not prior.validates:
             return
         support = prior.distribution.support
-        checked = self._observed_checks.get(name)
+        # A compiled step checks in its graph on every step (versions are untraceable).
+        checked = None if compiling() else self._observed_checks.get(name)
         if (
             checked is not None
             and checked[0] is value
@@ -267,6 +269,14 @@ class Module(nn.Module):
                     f"{tuple(inside.shape)}"
                 )
             inside = inside | ~mask  # masked elements are not data
+        if compiling():
+            check_in_graph(
+                inside.all(),
+                # (a support made while tracing cannot be printed yet)
+                f"observed value of '{name}' is outside the support of its prior "
+                f"{type(prior).__name__} (or NaN where it is not masked)",
+            )
+            return
         if not bool(inside.all()):
             if value.is_floating_point() and bool(value.isnan().any()):
                 raise ValueError(

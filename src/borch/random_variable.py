@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from numbers import Number
 from typing import Any, ClassVar, NamedTuple
 
@@ -32,12 +31,14 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from borch.compiling import TracedContextVar, check_in_graph, compiling
 from borch.fastpath.construction import construct, remember_log_scale
 from borch.fastpath.draws import draw
 from borch.graph import Graph, apply_to_tensors
 from borch.module_state import init_module_state
 from borch.tensor_like import TensorLike, as_tensor
 from borch.validation import (
+    check_arguments_in_graph,
     check_flag,
     number_satisfies,
     validate_args,
@@ -216,7 +217,11 @@ class RandomVariable(TensorLike, nn.Module):
         )
 
     def _current_key(self) -> tuple:
-        """Fingerprint of everything the distribution is computed from."""
+        """Fingerprint of everything the distribution is computed from (none while
+        compiling: a compiled step rebuilds every distribution, see
+        :func:`discard_value`)."""
+        if compiling():
+            return ()
         tensors = self._watched
         variables = self._watched_rvs
         distributions = self._watched_dists
@@ -239,7 +244,7 @@ class RandomVariable(TensorLike, nn.Module):
         fresh autograd graph per draw), here and in the variables this one uses."""
         state = self.__dict__
         state["_value"] = None
-        if state["_needs_grad"]:
+        if state["_needs_grad"] or compiling():
             state["_dist"] = None
         for rv in state["_watched_rvs"]:
             rv.discard_value()
@@ -256,7 +261,8 @@ class RandomVariable(TensorLike, nn.Module):
     def _evaluated_kwargs(self) -> dict[str, Any]:
         kwargs = {}
         distribution_args = self.distribution_args
-        aliases = self._aliases
+        # (aliases only change how arguments print; dynamo warns on reading them)
+        aliases = _NO_ALIASES if compiling() else self._aliases
         for name in self._args:
             value = self._arg(name)
             if isinstance(value, RandomVariable) and name in distribution_args:
@@ -270,12 +276,12 @@ class RandomVariable(TensorLike, nn.Module):
 
     def _build_distribution(self) -> Distribution:
         static_key = self._static_key
-        if static_key is not None:
+        if static_key is not None and not compiling():
             dist = _STATIC_DISTRIBUTIONS.get(static_key)
             if dist is not None and self._numbers_valid():
                 return dist
         dist = self._build_from_arguments()
-        if static_key is not None:
+        if static_key is not None and not compiling():
             if len(_STATIC_DISTRIBUTIONS) >= _STATIC_CACHE_SIZE:
                 _STATIC_DISTRIBUTIONS.pop(next(iter(_STATIC_DISTRIBUTIONS)))
             _STATIC_DISTRIBUTIONS[static_key] = dist
@@ -300,6 +306,11 @@ class RandomVariable(TensorLike, nn.Module):
         try:
             if type(self)._distribution is not RandomVariable._distribution:
                 dist = self._distribution()
+            elif validate and compiling():
+                check_arguments_in_graph(
+                    self.distribution_cls, kwargs, self._describe()
+                )
+                dist = construct(self.distribution_cls, kwargs, False)
             else:
                 dist = construct(self.distribution_cls, kwargs, validate)
         except (ValueError, RuntimeError) as error:
@@ -330,7 +341,7 @@ class RandomVariable(TensorLike, nn.Module):
 
     def _check_number_args(self, kwargs: dict[str, Any]) -> bool:
         """Check number arguments in Python; return whether torch must check others."""
-        constraints = type(self).__dict__.get("_class_arg_constraints")
+        constraints = _class_fact(type(self), "_class_arg_constraints")
         if constraints is None:
             return True
         needs_torch = False
@@ -351,8 +362,14 @@ class RandomVariable(TensorLike, nn.Module):
         return needs_torch
 
     def _distribution_now(self) -> Distribution:
-        key = self._current_key()
         dist = self._dist
+        if compiling():
+            if dist is None:
+                state = self.__dict__
+                dist = state["_dist"] = self._build_distribution()
+                state["_dist_key"] = None  # the next eager use rebuilds
+            return dist
+        key = self._current_key()
         if dist is None or key != self._dist_key:
             dist = self._build_distribution()
             state = self.__dict__
@@ -380,7 +397,9 @@ class RandomVariable(TensorLike, nn.Module):
     def tensor(self) -> Tensor:
         """The current value; drawn when first needed and after the arguments change."""
         value = self._value
-        if value is None or self._value_key != self._current_key():
+        if value is None or (
+            not compiling() and self._value_key != self._current_key()
+        ):
             return self._draw()
         if not self._drawn_with_grad and self._needs_grad and torch.is_grad_enabled():
             # Drawn under no_grad; a value used for training must carry gradients.
@@ -403,7 +422,8 @@ class RandomVariable(TensorLike, nn.Module):
         state["_value_key"] = key
         # Values set by hand are kept whatever the grad mode.
         state["_drawn_with_grad"] = explicit or torch.is_grad_enabled()
-        state["_generation"] += 1
+        if not compiling():  # an int that changes on every draw would recompile
+            state["_generation"] += 1
         return value
 
     def _draw(self) -> Tensor:
@@ -413,7 +433,8 @@ class RandomVariable(TensorLike, nn.Module):
             value = draw(dist)
         else:
             value = _draw_particles(dist, *particles, self._describe())
-        return self._set_value(value, self._dist_key)
+        # Drawn while compiling: no key, so the next eager use draws anew.
+        return self._set_value(value, None if compiling() else self._dist_key)
 
     def forward(self) -> Tensor:
         """Draw a new value and return it."""
@@ -427,7 +448,13 @@ class RandomVariable(TensorLike, nn.Module):
         value = as_tensor(value)
         if validation_enabled(self._validate_args):
             dist = self.distribution
-            if not bool(dist.support.check(value).all()):
+            inside = dist.support.check(value).all()
+            if compiling():
+                check_in_graph(
+                    inside,
+                    f"{self._describe()}: value outside the support",
+                )
+            elif not bool(inside):
                 raise ValueError(
                     f"{self._describe()}: value outside the support {dist.support}: "
                     f"{value}"
@@ -466,13 +493,13 @@ class RandomVariable(TensorLike, nn.Module):
     @property
     def support(self):
         """The support constraint of the distribution."""
-        support = type(self).__dict__.get("_class_support")
+        support = _class_fact(type(self), "_class_support")
         return support if support is not None else self.distribution.support
 
     @property
     def has_rsample(self) -> bool:
         """Whether draws can be reparameterised (gradients flow through them)."""
-        has_rsample = type(self).__dict__.get("_class_has_rsample")
+        has_rsample = _class_fact(type(self), "_class_has_rsample")
         if has_rsample is not None:
             return has_rsample
         return bool(self.distribution.has_rsample)
@@ -567,6 +594,15 @@ class RandomVariable(TensorLike, nn.Module):
         return sorted(set(super().__dir__()) | set(self._args))
 
 
+def _class_fact(cls: type, name: str) -> Any:
+    """A ``_class_*`` fact :func:`borch.distributions.random_variable_class` recorded
+    for exactly ``cls`` (a subclass may change the distribution), else ``None``.
+    Read without ``cls.__dict__``, which dynamo cannot trace after a dict changed."""
+    if getattr(cls, "_class_facts_of", None) is not cls:
+        return None
+    return getattr(cls, name, None)
+
+
 def _short(value: Any) -> str:
     if isinstance(value, RandomVariable):
         return repr(value)
@@ -582,7 +618,7 @@ def _short(value: Any) -> str:
 
 #: ``(number of particles, batch dims)`` while drawing several particles at once
 #: (see ``borch.infer.variational.particles``); ``None`` otherwise.
-_PARTICLES: ContextVar[tuple[int, int] | None] = ContextVar(
+_PARTICLES: TracedContextVar[tuple[int, int] | None] = TracedContextVar(
     "borch_particles", default=None
 )
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from contextvars import ContextVar
 from numbers import Number
 
 import numpy as np
 import torch
 from torch.distributions import constraints
 
-_VALIDATE_ARGS: ContextVar[bool | None] = ContextVar(
+from borch.compiling import TracedContextVar, check_in_graph
+
+_VALIDATE_ARGS: TracedContextVar[bool | None] = TracedContextVar(
     "borch_validate_args", default=None
 )
 DEFAULT_VALIDATE_ARGS = True
@@ -136,6 +137,35 @@ _NUMBER_CHECKS = {
     constraints._IntegerGreaterThan: lambda v, lo, hi: v.is_integer() and v >= lo,
     constraints._Boolean: lambda v, lo, hi: v in (0.0, 1.0),
 }
+
+
+def check_arguments_in_graph(
+    distribution_cls: type, arguments: dict[str, object], who: str
+) -> None:
+    """The check of a distribution's tensor arguments against their constraints, as
+    operations of a compiled graph (:func:`borch.compiling.check_in_graph`); numbers
+    are checked in Python before.
+
+    Example:
+        >>> import torch
+        >>> check_arguments_in_graph(
+        ...     torch.distributions.Normal, {"loc": torch.zeros(2), "scale": 1.0}, "x"
+        ... )
+    """
+    arg_constraints = getattr(distribution_cls, "arg_constraints", None)
+    if not isinstance(arg_constraints, dict):
+        return
+    for name, constraint in arg_constraints.items():
+        value = arguments.get(name)
+        if isinstance(value, torch.Tensor) and not isinstance(
+            constraint, constraints._Dependent
+        ):
+            # the message must be a constant while tracing: the constraint's kind
+            kind = type(constraint).__name__.lstrip("_")
+            check_in_graph(
+                constraint.check(value).all(),
+                f"{who}: argument {name} must satisfy the constraint {kind}",
+            )
 
 
 def violated_arguments(

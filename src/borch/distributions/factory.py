@@ -102,7 +102,9 @@ def random_variable_class(
         "_class_support": support,
         "_class_has_rsample": has_rsample,
     }
-    return type(name, (RandomVariable,), namespace)
+    cls = type(name, (RandomVariable,), namespace)
+    cls._class_facts_of = cls  # the _class_* facts hold for this class only
+    return cls
 
 
 def _bind(name, arg_names, required, defaults, args, kwargs) -> dict[str, Any]:

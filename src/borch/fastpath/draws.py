@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, LogNormal, Normal
 
+from borch.compiling import compiling
 from borch.fastpath.memo import MEMO_KEY, keep, kept, memo, recall_log, remember_log
 
 __all__ = ["draw", "log_of", "standard_noise"]
@@ -46,7 +47,8 @@ def draw(distribution: Distribution) -> Tensor:
         return distribution.rsample()
     else:
         return distribution.sample()
-    memo(distribution).draw = keep(noise, value)
+    if not compiling():
+        memo(distribution).draw = keep(noise, value)
     return value
 
 
@@ -66,6 +68,8 @@ def _normal_draw(normal: Normal) -> tuple[Tensor, Tensor]:
 def standard_noise(distribution: Distribution, value: Tensor) -> Tensor | None:
     """The standard Normal noise ``value`` was drawn with by ``distribution`` (for a
     LogNormal, the noise of ``log(value)``), or ``None`` if it was not its draw."""
+    if compiling():
+        return None
     record = distribution.__dict__.get(MEMO_KEY)
     return None if record is None else kept(record.draw, value)
 

@@ -12,6 +12,7 @@ import math
 from torch import Tensor
 from torch.distributions import Normal, kl_divergence
 
+from borch.compiling import compiling
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.memo import MEMO_KEY, keep_pair, kept_pair, memo
 from borch.fastpath.shapes import broadcast_shapes
@@ -54,9 +55,9 @@ def normal_kl_sum(q: Normal, p: Normal) -> Tensor:
 def _scalar_normal_constants(p: Normal) -> tuple:
     """``(log sp, 1 / 2sp^2, loc or None when it is 0)`` of a one-element Normal:
     numbers remembered for constant priors (shared between steps), tensors recomputed
-    for learnable ones."""
+    for learnable ones and inside a compiled step."""
     loc, scale = p.loc, p.scale
-    if loc.requires_grad or scale.requires_grad:
+    if loc.requires_grad or scale.requires_grad or compiling():
         return scale.reshape(()).log(), 0.5 / scale.reshape(()).square(), loc
     record = p.__dict__.get(MEMO_KEY)
     if record is not None:

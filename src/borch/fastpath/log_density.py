@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, LogNormal, Normal
 
+from borch.compiling import compiling
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.draws import log_of, standard_noise
 from borch.fastpath.memo import MEMO_KEY, constant, keep_pair, kept_pair, memo
@@ -96,6 +97,8 @@ def _constant_scale_terms(normal: Normal, loc: Tensor, scale: Tensor) -> tuple:
     """``(-log(scale) - log(2 pi) / 2, 1 / (scale sqrt 2), loc or None when it is a
     constant zero)`` of a Normal with a constant scale (a prior's), remembered while
     loc and scale are unchanged."""
+    if compiling():  # nothing to remember, and no branch on loc's values
+        return -(scale.log() + _HALF_LOG_TWO_PI), (scale * _SQRT_TWO).reciprocal(), loc
     record = normal.__dict__.get(MEMO_KEY)
     if record is not None:
         terms = kept_pair(record.scale_terms, loc, scale)

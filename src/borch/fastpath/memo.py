@@ -11,7 +11,8 @@ table rather than on it, so that a draw a user saves or copies carries nothing o
 borch's; an entry goes when its tensor is freed.
 
 Every entry is tied to the tensors it was computed from and their version counters:
-:func:`kept` gives its value only while they are unmodified.
+:func:`kept` gives its value only while they are unmodified. Inside a compiled step
+(:mod:`borch.compiling`) nothing is remembered: version counters are not traceable.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from borch.compiling import compiling
 
 __all__ = [
     "MEMO_KEY",
@@ -80,8 +83,10 @@ def detached_vars(distribution: Any) -> dict[str, Any]:
     return {key: value for key, value in vars(distribution).items() if key != MEMO_KEY}
 
 
-def keep(value: Any, tensor: Tensor) -> tuple:
+def keep(value: Any, tensor: Tensor) -> tuple | None:
     """An entry: ``value``, derived from ``tensor`` as it is now."""
+    if compiling():
+        return None
     return (value, tensor, tensor._version)
 
 
@@ -104,8 +109,10 @@ def kept(entry: tuple | None, tensor: Tensor) -> Any:
     return None
 
 
-def keep_pair(value: Any, first: Tensor, second: Tensor) -> tuple:
+def keep_pair(value: Any, first: Tensor, second: Tensor) -> tuple | None:
     """An entry: ``value``, derived from two tensors as they are now."""
+    if compiling():
+        return None
     return (value, first, first._version, second, second._version)
 
 
@@ -127,6 +134,8 @@ _LOGS: dict[int, tuple[weakref.ref, int, Tensor]] = {}
 
 def remember_log(value: Tensor, log_value: Tensor) -> None:
     """Remember that ``log_value`` is ``log(value)`` while ``value`` is unmodified."""
+    if compiling():
+        return
     key = id(value)
 
     def forget(reference: weakref.ref) -> None:
@@ -147,6 +156,8 @@ def recall_log(value: Tensor) -> Tensor | None:
         >>> recall_log(value) is log_value, recall_log(value.clone())
         (True, None)
     """
+    if compiling():
+        return None
     remembered = _LOGS.get(id(value))
     if remembered is None:
         return None

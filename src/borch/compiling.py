@@ -1,0 +1,170 @@
+"""Compiling a training step with ``torch.compile``.
+
+borch's eager fast paths remember facts between steps, keyed on tensors' version
+counters and object ids; inside a compiled step (``torch.compiler.is_compiling()``)
+they take the plain path instead, which dynamo traces into one graph. Draws,
+distributions and the record of use are rebuilt on every step there: the graph does
+that work without Python overhead.
+
+:func:`compile_step` is the way to compile: it runs the first call eagerly (lazily
+created parameters and approximations exist before anything is traced), compiles
+the step for later calls and warns, naming the reasons, when the compiled step breaks
+into several graphs.
+
+Checks of tensor *values* (a distribution's arguments inside their constraints, an
+observed value inside the support of its prior, plate indices in range) branch on
+data in eager code; inside a compiled step they are made in the graph by
+:func:`check_in_graph` and fail with a ``RuntimeError`` carrying the same message,
+without the offending values. :meth:`borch.Module.observe` checks the data it is
+given (finite) in Python: call it outside the compiled function.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from typing import Any, Generic, TypeVar
+
+import torch
+
+__all__ = ["TracedContextVar", "check_in_graph", "compile_step", "compiling"]
+
+T = TypeVar("T")
+
+#: ``compiling()``: whether dynamo is tracing the code now (then fast paths keyed on
+#: Python-side state step aside). A constant to the tracer; in eager code a call
+#: that returns ``False`` (cheaper than ``torch.compiler.is_compiling``).
+compiling: Callable[[], bool] = torch.compiler.is_dynamo_compiling
+
+
+def check_in_graph(ok: torch.Tensor, message: str) -> None:
+    """Raise ``RuntimeError(message)`` when the one-element boolean ``ok`` is false,
+    as an operation of the traced graph (no Python branch on the data).
+
+    Example:
+        >>> check_in_graph(torch.tensor(True), "never raised")
+    """
+    torch._assert_async(ok, message)
+
+
+class TracedContextVar(Generic[T]):
+    """A ``ContextVar`` that compiled code can read.
+
+    dynamo cannot trace ``ContextVar.get``; while tracing, the value set last (in any
+    thread) is read from a plain attribute instead, which dynamo guards on, so a
+    change recompiles. Eager code reads the context variable itself.
+
+    Example:
+        >>> flag = TracedContextVar("flag", False)
+        >>> token = flag.set(True)
+        >>> flag.get(), flag.reset(token), flag.get()
+        (True, None, False)
+    """
+
+    __slots__ = ("_last", "_var")
+
+    def __init__(self, name: str, default: T) -> None:
+        self._var: ContextVar[T] = ContextVar(name, default=default)
+        self._last = default
+
+    def get(self) -> T:
+        if compiling():
+            return self._last
+        return self._var.get()
+
+    def set(self, value: T) -> Token | _TracedToken:
+        previous, self._last = self._last, value
+        if compiling():  # handlers entered inside the compiled step
+            return _TracedToken(previous)
+        return self._var.set(value)
+
+    def reset(self, token: Token | _TracedToken) -> None:
+        if isinstance(token, _TracedToken):
+            self._last = token.previous
+            return
+        self._var.reset(token)
+        self._last = self._var.get()
+
+
+class _TracedToken:
+    """What :meth:`TracedContextVar.set` returns while tracing: the value to restore."""
+
+    __slots__ = ("previous",)
+
+    def __init__(self, previous: Any) -> None:
+        self.previous = previous
+
+
+def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[..., Any]:
+    """``fn`` compiled with ``torch.compile(fn, **compile_kwargs)``, its first call
+    run eagerly.
+
+    The first call creates what a borch model creates lazily (approximating
+    variables and their parameters, layers' posteriors), so that the traced step sees
+    the model as it will stay. The second call compiles; if the compiled step breaks
+    into several graphs, a :class:`UserWarning` names why (with ``fullgraph=True``
+    torch raises instead). Put ``loss.backward()`` and the optimiser step after the
+    compiled part (compiled separately if wanted). With the default inductor backend
+    and neither ``mode`` nor ``options`` given, draws use torch's random-number
+    kernels (``options={"fallback_random": True}``): the same numbers as eager from
+    the same seed, and faster on the CPU.
+
+    Example:
+        >>> import torch
+        >>> import borch
+        >>> from borch import distributions as dist
+        >>> model = borch.Module()
+        >>> model.observe(y=torch.tensor([0.5, 1.0]))
+        >>> def loss_fn():
+        ...     borch.sample(model)
+        ...     model.mu = dist.Normal(0.0, 1.0)
+        ...     model.y = dist.Normal(model.mu, 1.0)
+        ...     return borch.infer.vi_loss(**borch.pq_to_infer(model))
+        >>> step = compile_step(loss_fn, backend="eager")
+        >>> step().backward()  # eager: creates the approximation of mu
+        >>> step().backward()  # compiled
+    """
+    if compile_kwargs.get("backend", "inductor") == "inductor" and not (
+        {"mode", "options"} & compile_kwargs.keys()
+    ):
+        # inductor's own CPU random-number kernels are several times slower than
+        # torch's and give other numbers (benchmarks/README.md): keep torch's.
+        compile_kwargs["options"] = {"fallback_random": True}
+    compiled = torch.compile(fn, **compile_kwargs)
+    calls = 0
+
+    @functools.wraps(fn)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return fn(*args, **kwargs)
+        if calls > 2:
+            return compiled(*args, **kwargs)
+        before = _graph_breaks()
+        result = compiled(*args, **kwargs)
+        _warn_graph_breaks(fn, _graph_breaks() - before)
+        return result
+
+    return step
+
+
+def _graph_breaks() -> Any:
+    from torch._dynamo.utils import counters
+
+    return counters["graph_break"].copy()
+
+
+def _warn_graph_breaks(fn: Callable, breaks: Any) -> None:
+    if not breaks:
+        return
+    name = getattr(fn, "__qualname__", repr(fn))
+    reasons = "; ".join(f"{reason} ({count}x)" for reason, count in breaks.items())
+    warnings.warn(
+        f"compile_step({name}): the compiled step breaks into several graphs, so it "
+        f"runs partly in Python: {reasons}",
+        UserWarning,
+        stacklevel=3,
+    )

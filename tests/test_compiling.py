@@ -1,0 +1,242 @@
+"""torch.compile of borch training steps: one graph, no recompiles, eager's numbers.
+
+Graph breaks are counted with ``torch._dynamo.explain`` and compilations with
+dynamo's ``CompileCounter`` backend (both trace without generating code, so they
+are quick); losses and gradients are compared with ``aot_eager`` (the same aten
+operations, hence the same random numbers) and once with inductor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounter
+
+import borch
+from borch import distributions as dist
+from borch import nn
+from borch.compiling import TracedContextVar, compile_step
+from borch.infer import analytical_kl_divergence_loss, vi_loss
+
+SIZE = 40
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        self.y = dist.Categorical(logits=self.fc2(F.relu(self.fc1(x))))
+
+
+class VAE(borch.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Linear(6, 4)
+        self.decoder = torch.nn.Linear(2, 6)
+
+    def forward(self, x, index):
+        loc, log_scale = self.encoder(x / 4).chunk(2, dim=-1)
+        with borch.plate("data", SIZE, subsample=index, dim=-2):
+            self.z = borch.RVPair(
+                dist.Normal(0.0, 1.0), dist.Normal(loc, log_scale.exp())
+            )
+            self.x = dist.Binomial(4, logits=self.decoder(self.z))
+
+
+def regression(model, x):
+    model.b = dist.Normal(0.0, 3.0)
+    model.a = dist.Normal(0.0, 3.0)
+    model.sigma = dist.LogNormal(1.0, 1.0)
+    model.y = dist.Normal(model.b * x + model.a, model.sigma)
+
+
+def make_workload(name: str):
+    """``(model, loss_fn, inputs)``: ``loss_fn(*inputs())`` is one step's loss;
+    ``inputs`` observes the step's minibatch (outside the compiled part)."""
+    generator = torch.Generator().manual_seed(1)
+    if name == "bnn":
+        model = MLP()
+        x = torch.randn(16, 4, generator=generator)
+        model.observe(y=torch.randint(0, 3, (16,), generator=generator))
+
+        def loss_fn():
+            borch.sample(model)
+            model(x)
+            return vi_loss(
+                **borch.pq_to_infer(model), div_fn=analytical_kl_divergence_loss
+            )
+
+        return model, loss_fn, tuple
+    if name == "regression":
+        model = borch.Module()
+        x = torch.linspace(0, 1, 20)
+        model.observe(y=2 * x + torch.randn(20, generator=generator))
+
+        def loss_fn():
+            borch.sample(model)
+            regression(model, x)
+            return vi_loss(**borch.pq_to_infer(model))
+
+        return model, loss_fn, tuple
+    model = VAE()
+    counts = torch.randint(0, 5, (SIZE, 6), generator=generator).float()
+    batches = iter([torch.randperm(SIZE, generator=generator)[:8] for _ in range(9)])
+
+    def inputs():
+        index = next(batches)
+        model.observe(x=counts[index])
+        return counts[index], index
+
+    def loss_fn(x, index):
+        borch.sample(model)
+        model(x, index)
+        return vi_loss(**borch.pq_to_infer(model))
+
+    return model, loss_fn, inputs
+
+
+WORKLOADS = ["bnn", "regression", "vae"]
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_one_graph_after_an_eager_step(name):
+    _, loss_fn, inputs = make_workload(name)
+    loss_fn(*inputs()).backward()
+    explanation = torch._dynamo.explain(loss_fn)(*inputs())
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_new_draws_and_minibatches_do_not_recompile(name):
+    _, loss_fn, inputs = make_workload(name)
+    loss_fn(*inputs()).backward()
+    counter = CompileCounter()
+    compiled = torch.compile(loss_fn, backend=counter)
+    losses = []
+    for _ in range(4):
+        loss = compiled(*inputs())
+        loss.backward()
+        losses.append(float(loss.detach()))
+    assert counter.frame_count == 1
+    assert len(set(losses)) == 4  # new draws (and minibatches) every step
+
+
+def _loss_and_gradients(model, loss_fn, args, seed):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    loss = loss_fn(*args)
+    loss.backward()
+    gradients = {
+        name: param.grad.clone()
+        for name, param in model.named_parameters()
+        if param.grad is not None
+    }
+    return loss.detach(), gradients
+
+
+def _assert_same_steps(name: str, **compile_kwargs) -> None:
+    model, loss_fn, inputs = make_workload(name)
+    loss_fn(*inputs()).backward()  # creates the approximations' parameters
+    compiled = torch.compile(loss_fn, **compile_kwargs)
+    for seed in (3, 4):
+        args = inputs()
+        loss, gradients = _loss_and_gradients(model, loss_fn, args, seed)
+        compiled_loss, compiled_gradients = _loss_and_gradients(
+            model, compiled, args, seed
+        )
+        torch.testing.assert_close(compiled_loss, loss)
+        assert compiled_gradients.keys() == gradients.keys()
+        for key, gradient in gradients.items():
+            torch.testing.assert_close(compiled_gradients[key], gradient, msg=key)
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_compiled_losses_and_gradients_are_eager_ones(name):
+    _assert_same_steps(name, backend="aot_eager")
+
+
+# importing inductor runs a deprecated torch.jit decorator inside torch
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_inductor_step_matches_eager():
+    _assert_same_steps("regression", options={"fallback_random": True})
+
+
+def test_compile_step_runs_eagerly_first_then_compiled():
+    model, loss_fn, _ = make_workload("regression")
+    counter = CompileCounter()
+    step = compile_step(loss_fn, backend=counter)
+    step().backward()
+    assert counter.frame_count == 0 and len(list(model.parameters())) == 6
+    for _ in range(3):
+        step().backward()
+    assert counter.frame_count == 1
+
+
+def test_compile_step_warns_naming_graph_breaks():
+    _, loss_fn, _ = make_workload("regression")
+
+    def broken():
+        loss = loss_fn()
+        torch._dynamo.graph_break()
+        return loss
+
+    step = compile_step(broken, backend="eager")
+    step()
+    with pytest.warns(UserWarning, match="breaks into several graphs"):
+        step()
+
+
+def test_handlers_around_the_compiled_step_are_respected():
+    _, loss_fn, _ = make_workload("regression")
+    loss_fn().backward()
+    compiled = torch.compile(loss_fn, backend="aot_eager")
+    torch.manual_seed(5)
+    plain = compiled()
+    torch.manual_seed(5)
+    with borch.scale(2.0):
+        scaled = compiled()
+    torch.testing.assert_close(scaled, 2 * plain)
+
+
+def test_values_are_checked_inside_the_compiled_graph():
+    model, loss_fn, inputs = make_workload("vae")
+    loss_fn(*inputs()).backward()
+    compiled = torch.compile(loss_fn, backend="aot_eager")
+    x, index = inputs()
+    compiled(x, index)
+    bad = torch.full_like(x, 7.0)  # above Binomial(4)'s support
+    model.observe(x=bad)
+    with pytest.raises(RuntimeError, match="observed value of 'x' is outside"):
+        compiled(bad, index)
+    with pytest.raises(RuntimeError, match="subsample indices must be in"):
+        compiled(x, index + SIZE)
+
+
+def test_traced_context_var_reads_the_last_value_while_compiling():
+    flag = TracedContextVar("flag", 1.0)
+
+    @torch.compile(backend="eager", fullgraph=True)
+    def times_flag(x):
+        token = flag.set(3.0)
+        inner = x * flag.get()
+        flag.reset(token)
+        return inner * flag.get()
+
+    token = flag.set(2.0)
+    try:
+        torch.testing.assert_close(times_flag(torch.ones(())), torch.tensor(6.0))
+    finally:
+        flag.reset(token)
+    assert flag.get() == 1.0
