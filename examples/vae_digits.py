@@ -1,4 +1,7 @@
-"""An amortised variational autoencoder on handwritten digits, in borch, in plain torch
+"""A variational autoencoder with plates
+=====================================
+
+An amortised variational autoencoder on handwritten digits, in borch, in plain torch
 and in Pyro.
 
 The encoder (64 -> 128 -> 2 x latent, tanh) maps an image to the loc and log-scale
