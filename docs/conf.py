@@ -79,3 +79,6 @@ sphinx_gallery_conf = {
     "min_reported_time": 0,
     "show_memory": False,
 }
+
+html_static_path = ["_static"]
+html_css_files = ["borch.css"]

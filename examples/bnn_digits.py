@@ -249,7 +249,7 @@ def plot_entropies(predictions: dict, path: pathlib.Path) -> None:
 
 # ------------------------------------------------------------------------ main
 def parse(argv: list[str] | None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--results", default="results", help="folder for the PNGs")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--hidden", type=int, default=128, help="hidden units")

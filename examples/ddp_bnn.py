@@ -86,7 +86,7 @@ def predictive_accuracy(model, x, y, draws=50):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=40, help="per rank")
     parser.add_argument("--hidden", type=int, default=8)

@@ -42,7 +42,7 @@ class LogisticRegression(borch.Module):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--samples", type=int, default=500, help="draws per chain")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up per chain")
     parser.add_argument("--chains", type=int, default=4)
