@@ -36,7 +36,7 @@ $(DOCS_STAMP): $(STAMP)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(PY) -m sphinx -W --keep-going -j auto -b html docs docs/_build/html
 	$(PY) docs/_ext/check_api.py docs/_build/html
 
 clean:
