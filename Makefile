@@ -18,6 +18,10 @@ demo: $(STAMP)
 	$(PY) examples/diabetes_regression.py
 	$(PY) examples/eight_schools.py
 	$(PY) examples/vae_digits.py
+	$(PY) examples/primitives.py
+	$(PY) examples/borchify_trained.py
+	$(PY) examples/laplace_regression.py
+	$(PY) examples/mcmc_model_comparison.py
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -27,6 +27,7 @@ ORDER = (
     "primitives.py",
     "posteriors.py",
     "bnn_digits.py",
+    "borchify_trained.py",
     "vae_digits.py",
     "correlated_posteriors.py",
     "eight_schools.py",
