@@ -101,6 +101,21 @@ def owner(package: str, name: str, packages: list[str]) -> str:
     return max(nearest, key=len) if nearest else exporters[0]
 
 
+def entries(package: str, packages: list[str]) -> list[tuple[str, str, str]]:
+    """``(name, section, home)`` for every name of ``package.__all__``: ``home`` is
+    the package whose page documents it (:func:`owner`; the module itself for
+    modules)."""
+    found = []
+    for section, names in sections(package).items():
+        for name in names:
+            if section == "Modules":
+                home = f"{package}.{name}"
+            else:
+                home = owner(package, name, packages)
+            found.append((name, section, home))
+    return found
+
+
 def data_doc(package: str, name: str) -> str:
     """The ``#:`` comment of the data ``package.name`` where its value is defined."""
     value = getattr(importlib.import_module(package), name)

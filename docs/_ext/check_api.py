@@ -22,19 +22,17 @@ def missing(html: pathlib.Path) -> list[str]:
             problems.append(f"{package}: no page {page}")
             continue
         text = page.read_text()
-        for section, names in api_pages.sections(package).items():
-            for name in names:
-                if section == "Modules":
-                    target = f"{package}.{name}.html"
-                elif section == "Data":
-                    target = f"#{package}.{name}"
-                else:
-                    home = api_pages.owner(package, name, packages)
-                    target = f"generated/{home}.{name}.html"
-                    if not (html / "api" / target).exists():
-                        problems.append(f"{package}.{name}: no page {target}")
-                if f'href="{target}' not in text:
-                    problems.append(f"{package}.{name}: {page.name} has no link to it")
+        for name, section, home in api_pages.entries(package, packages):
+            if section == "Modules":
+                target = f"{home}.html"
+            elif section == "Data":
+                target = f"#{package}.{name}"
+            else:
+                target = f"generated/{home}.{name}.html"
+                if not (html / "api" / target).exists():
+                    problems.append(f"{package}.{name}: no page {target}")
+            if f'href="{target}' not in text:
+                problems.append(f"{package}.{name}: {page.name} has no link to it")
     return problems
 
 

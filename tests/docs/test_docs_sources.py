@@ -21,17 +21,16 @@ def test_every_public_name_is_on_its_package_page(package):
     page = api_pages.page(package, packages)
     listed = {name for names in api_pages.sections(package).values() for name in names}
     assert listed == set(api_pages.public_names(package))
-    for section, names in api_pages.sections(package).items():
-        for name in names:
-            if section == "Modules":
-                entry = f":mod:`{package}.{name}`"
-            elif section == "Data":
-                entry = f".. py:data:: {name}\n"
-            elif api_pages.owner(package, name, packages) == package:
-                entry = f"\n   {name}\n"
-            else:
-                entry = f".{name}\n"
-            assert entry in page, f"{package}.{name} is not on its page"
+    for name, section, home in api_pages.entries(package, packages):
+        if section == "Modules":
+            entry = f":mod:`{home}`"
+        elif section == "Data":
+            entry = f".. py:data:: {name}\n"
+        elif home == package:
+            entry = f"\n   {name}\n"
+        else:
+            entry = f".{name}\n"
+        assert entry in page, f"{package}.{name} is not on its page"
 
 
 def test_a_name_exported_twice_has_one_home():
