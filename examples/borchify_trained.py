@@ -42,7 +42,10 @@ for _ in range(300):
     F.cross_entropy(net(images[train]), labels[train]).backward()
     optimizer.step()
 with torch.no_grad():
-    print("torch accuracy:", metrics.accuracy_logit(net(images[test]), labels[test]).item())
+    print(
+        "torch accuracy:",
+        metrics.accuracy_logit(net(images[test]), labels[test]).item(),
+    )
 
 # %%
 # Convert it
