@@ -69,7 +69,7 @@ model = Classifier(bnn.borchify_network(net))
 print("random variables:", [name for name, _ in borch.named_random_variables(model)])
 
 
-def predict(model, x, draws=100):
+def predict(model, x, draws=50):
     """Class probabilities averaged over weight draws, shape (draws, N, 10)."""
     model.observe(None)
     with torch.no_grad():
