@@ -1,5 +1,6 @@
 """Sphinx configuration of borch's documentation site (``make docs``)."""
 
+import os
 import pathlib
 import sys
 
@@ -65,6 +66,8 @@ intersphinx_mapping = offline_intersphinx.mapping(
 # The tutorials: examples/*.py, executed, with the seed tutorial's page assembled
 # from its prose (docs/seed/posteriors.txt) and examples/posteriors.py verbatim.
 borch_gallery.prepare_sources(DOCS)
+# Progress bars (tqdm writes them to stderr, which the gallery shows) are left out.
+os.environ["TQDM_DISABLE"] = "1"
 sphinx_gallery_conf = {
     "examples_dirs": ["_gallery_src"],
     "gallery_dirs": ["tutorials"],
