@@ -4,6 +4,8 @@ import os
 import pathlib
 import sys
 
+# No progress bars in the tutorials' output (tqdm reads this when it is imported).
+os.environ["TQDM_DISABLE"] = "1"
 DOCS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "_ext"))
 
@@ -66,8 +68,6 @@ intersphinx_mapping = offline_intersphinx.mapping(
 # The tutorials: examples/*.py, executed, with the seed tutorial's page assembled
 # from its prose (docs/seed/posteriors.txt) and examples/posteriors.py verbatim.
 borch_gallery.prepare_sources(DOCS)
-# Progress bars (tqdm writes them to stderr, which the gallery shows) are left out.
-os.environ["TQDM_DISABLE"] = "1"
 sphinx_gallery_conf = {
     "examples_dirs": ["_gallery_src"],
     "gallery_dirs": ["tutorials"],
