@@ -1,4 +1,7 @@
-"""A Bayesian neural-network classifier trained data-parallel with DDP.
+"""Distributed training with DDP
+=============================
+
+A Bayesian neural-network classifier trained data-parallel with DDP.
 
 scikit-learn's iris data (150 flowers, 4 standardised features, 3 species), 120 for
 training and 30 held out. Each rank trains on its shard (``DistributedSampler``),
@@ -83,7 +86,7 @@ def predictive_accuracy(model, x, y, draws=50):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=40, help="per rank")
     parser.add_argument("--hidden", type=int, default=8)

@@ -1,4 +1,7 @@
-"""Heteroscedastic Bayesian linear regression on scikit-learn's diabetes data.
+"""Heteroscedastic regression with predictive intervals
+====================================================
+
+Heteroscedastic Bayesian linear regression on scikit-learn's diabetes data.
 
 442 patients, 10 standardised features, disease progression after one year as the
 target. Both the mean and the log standard deviation of the likelihood are linear in
@@ -88,7 +91,7 @@ def fit(model, x, steps, learning_rate=0.05):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="VI steps")
     parser.add_argument("--samples", type=int, default=1000, help="predictive draws")
     parser.add_argument("--seed", type=int, default=0)

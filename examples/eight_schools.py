@@ -1,4 +1,7 @@
-"""Eight schools with NUTS: the non-centred model, its ArviZ summary and a trace plot.
+"""MCMC: eight schools with NUTS
+=============================
+
+Eight schools with NUTS: the non-centred model, its ArviZ summary and a trace plot.
 
 Eight schools estimated the effect of coaching on test scores, each with a standard
 error (Rubin, 1981). The hierarchical model pools the effects towards a common mean
@@ -35,7 +38,7 @@ class EightSchools(borch.Module):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--samples", type=int, default=1000, help="draws per chain")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up per chain")
     parser.add_argument("--chains", type=int, default=4)

@@ -1,4 +1,7 @@
-"""Bayesian logistic regression with NUTS on scikit-learn's breast-cancer data.
+"""MCMC: Bayesian logistic regression
+==================================
+
+Bayesian logistic regression with NUTS on scikit-learn's breast-cancer data.
 
 569 tumours, 30 standardised features, the diagnosis as a Bernoulli outcome;
 ``w ~ Normal(0, 1)`` for each feature and ``b ~ Normal(0, 5)`` for the intercept.
@@ -39,7 +42,7 @@ class LogisticRegression(borch.Module):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--samples", type=int, default=500, help="draws per chain")
     parser.add_argument("--warmup", type=int, default=500, help="warm-up per chain")
     parser.add_argument("--chains", type=int, default=4)

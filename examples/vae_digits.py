@@ -1,4 +1,7 @@
-"""An amortised variational autoencoder on handwritten digits, in borch, in plain torch
+"""A variational autoencoder with plates
+=====================================
+
+An amortised variational autoencoder on handwritten digits, in borch, in plain torch
 and in Pyro.
 
 The encoder (64 -> 128 -> 2 x latent, tanh) maps an image to the loc and log-scale
@@ -82,7 +85,7 @@ from borch.infer import vi_loss
 PIXELS = 64
 HIDDEN = 128
 COUNT = 16  # each pixel counts the "on" bits of a 4x4 block
-RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+RESULTS = pathlib.Path("results")  # beside the other examples' figures
 
 
 # ------------------------------------------------------------------------ data
@@ -337,7 +340,7 @@ def plot_latent_grid(decoder: nn.Module, latent: int, path: pathlib.Path) -> Non
 
 # ------------------------------------------------------------------------ main
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="first training seed")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds")

@@ -44,10 +44,10 @@ def log_predictive_density(log_likelihoods: Any) -> Tensor:
     """``log mean_s p(y | theta_s)`` per data point, from per-draw log likelihoods.
 
     Args:
-        log_likelihoods: ``log p(y_i | theta_s)``, shape (samples, *batch).
+        log_likelihoods: ``log p(y_i | theta_s)``, shape ``(samples, *batch)``.
 
     Returns:
-        Shape (*batch); sum it for the log pointwise predictive density (Gelman,
+        Shape ``(*batch)``; sum it for the log pointwise predictive density (Gelman,
         Hwang and Vehtari, 2014, "Understanding predictive information criteria").
 
     Example:
@@ -63,8 +63,8 @@ def interval_coverage(samples: Any, targets: Any, level: float = 0.9) -> Tensor:
     """The fraction of targets inside the central ``level`` predictive interval.
 
     Args:
-        samples: predictive draws, shape (samples, *batch).
-        targets: observed values, shape (*batch).
+        samples: predictive draws, shape ``(samples, *batch)``.
+        targets: observed values, shape ``(*batch)``.
         level: the probability mass of the interval, in (0, 1).
 
     Example:

@@ -88,7 +88,7 @@ def regression_uncertainty(means: Any, scales: Any) -> RegressionUncertainty:
     predictive variance, per batch element.
 
     Args:
-        means: the likelihood's mean per posterior draw, shape (samples, *batch).
+        means: the likelihood's mean per posterior draw, shape ``(samples, *batch)``.
         scales: its standard deviation per draw, broadcastable to ``means``.
 
     Example:

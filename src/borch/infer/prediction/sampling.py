@@ -65,7 +65,8 @@ def predictive(
 
     Args:
         model: a module whose forward assigns random variables.
-        *args, **kwargs: the model's inputs.
+        *args: the model's positional inputs.
+        **kwargs: the model's keyword inputs.
         num_samples: the number of draws. With ``posterior_samples`` it is the most
             to use: more samples are thinned evenly across all chains, ``None`` uses
             them all.
