@@ -91,6 +91,17 @@ VERSION = 1
 _LISTED = 5  # names listed per kind of mismatch
 
 
+#: What ``torch.load`` raises for a truncated or foreign file (by torch release).
+_UNREADABLE = (
+    RuntimeError,
+    OSError,
+    EOFError,
+    ValueError,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+)
+
+
 class CheckpointError(ValueError):
     """A checkpoint file cannot be read, or does not fit the model being resumed."""
 
@@ -184,7 +195,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
+    except _UNREADABLE as e:
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else 'no details'}); it is truncated, "
@@ -225,9 +236,7 @@ def check_state_matches(
         mine, theirs = current[name], saved[name]
         if isinstance(mine, torch.Tensor) and isinstance(theirs, torch.Tensor):
             if mine.shape != theirs.shape:
-                differ.append(
-                    ("shape", name, tuple(theirs.shape), tuple(mine.shape))
-                )
+                differ.append(("shape", name, tuple(theirs.shape), tuple(mine.shape)))
             elif mine.dtype != theirs.dtype:
                 differ.append(("dtype", name, theirs.dtype, mine.dtype))
     problems = []
@@ -361,7 +370,9 @@ class Checkpointer:
             "step": self.step,
             "steps": self.steps,
             "model": self._model_state(),
-            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "optimizer": None
+            if self.optimizer is None
+            else self.optimizer.state_dict(),
             "others": {name: obj.state_dict() for name, obj in self.others.items()},
             "random": states,
         }

@@ -82,7 +82,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.checkpointing import CheckpointError, Checkpointer
+from borch.checkpointing import Checkpointer, CheckpointError
 from borch.infer.variational.losses import DivergenceFn, elbo_loss, vi_loss
 from borch.module import Module, borch_modules
 from borch.posterior import Posterior
