@@ -10,7 +10,6 @@ Families whose log density branches on tensor values must be refused at trace ti
 """
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -18,10 +17,10 @@ from torch.distributions import transforms as T
 
 import borch
 from borch import distributions as dist
-from borch.infer.hmc.traced.tracing import TraceError, disagreement
+from borch.infer.hmc.traced.tracing import disagreement
 from tests.distributions.examples import EXAMPLES
 from tests.infer.hmc.test_model_conversion import CONTINUOUS
-from tests.infer.hmc.test_tracing import UNTRACEABLE, model_potential, trace
+from tests.infer.hmc.test_tracing import UNTRACEABLE, model_potential, traced_and_eager
 
 TRANSFORMS = {
     "exp": lambda: T.ExpTransform(),
@@ -115,14 +114,9 @@ def test_traced_potential_equals_the_eager_model(specs, observed, seed):
     rng = np.random.default_rng(seed)
     points = [rng.uniform(-2, 2, potential.dim).astype(np.float32) for _ in range(4)]
     families = {spec[1] for spec in specs if spec[0] == "family"}
-    if families & UNTRACEABLE:
-        with pytest.raises(TraceError):
-            trace(potential, points[:1])
-        return
-    traced = trace(potential, points[:1])
-    for point in points[1:]:
-        energy, grad = traced(point)
-        expected_energy, expected_grad = potential(point)
+    for (energy, grad), (expected_energy, expected_grad) in traced_and_eager(
+        potential, points, refused=bool(families & UNTRACEABLE)
+    ):
         assume(np.isfinite(expected_energy))
         difference = disagreement(
             energy, grad, expected_energy, expected_grad, np.float32
