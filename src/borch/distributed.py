@@ -54,6 +54,11 @@ after the forward from :func:`borch.pq_to_infer`; that is fine with the default
 parameters only in the forward's output: a variable read only by the loss would be
 taken for unused.
 
+**Faults.** :class:`Checkpointer` (from :mod:`borch.checkpointing`) saves a run every
+so many steps or epochs and resumes it bit for bit after ``torchrun --max-restarts``
+restarts the ranks; join the group with :func:`init_process_group`, which gives each
+restart attempt keys of its own in torchrun's store.
+
 Example (one process; under ``torchrun`` every rank runs the same code):
     >>> import torch
     >>> import borch
