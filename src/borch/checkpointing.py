@@ -89,6 +89,7 @@ except ImportError:  # pragma: no cover - torch built without distributed suppor
 FORMAT = "borch-checkpoint"
 VERSION = 1
 _LISTED = 5  # names listed per kind of mismatch
+_WRAPPERS = (nn.DataParallel, nn.parallel.DistributedDataParallel)
 
 
 #: What ``torch.load`` raises for a truncated or foreign file (by torch release).
@@ -344,7 +345,9 @@ class Checkpointer:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.path = pathlib.Path(path)
-        self.model = getattr(model, "module", model)  # unwrap DDP
+        if isinstance(model, _WRAPPERS):
+            model = model.module  # the file holds the model's own names
+        self.model = model
         self.optimizer = optimizer
         self.every_steps = check_count("every_steps", every_steps, allow_none=True)
         self.every_epochs = check_count("every_epochs", every_epochs, allow_none=True)
