@@ -44,16 +44,22 @@ def test_every_continuous_family_traces_exactly(name):
     points = [
         rng.uniform(-1.5, 1.5, potential.dim).astype(np.float32) for _ in range(3)
     ]
-    if name in UNTRACEABLE:
-        with pytest.raises(TraceError):
-            trace(potential, points[:1])
-        return
-    traced = trace(potential, points[:1])
-    for point in points[1:]:
-        energy, grad = traced(point)
-        expected_energy, expected_grad = potential(point)
+    for (energy, grad), (expected_energy, expected_grad) in traced_and_eager(
+        potential, points, refused=name in UNTRACEABLE
+    ):
         assert energy == pytest.approx(expected_energy, rel=1e-5, abs=1e-6)
         np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+def traced_and_eager(potential, points, refused=False):
+    """Trace at the first point; the traced and eager (energy, gradient) at the
+    others. With ``refused``, check that tracing raises instead (and return none)."""
+    if refused:
+        with pytest.raises(TraceError):
+            trace(potential, points[:1])
+        return []
+    traced = trace(potential, points[:1])
+    return [(traced(point), potential(point)) for point in points[1:]]
 
 
 IDENTITIES = {
