@@ -96,10 +96,14 @@ class JointSlice(RandomVariable):
         return self._joint.slice_distribution(self)
 
     def discard_value(self) -> None:
-        super().discard_value()
-        # The joint draw is shared by all slices: a new run draws all blocks anew.
-        self.__dict__["_dist"] = None
+        # The joint draw is shared by all slices: every block is drawn anew.
         self._joint.forget_run()
+        self.forget_value()
+
+    def forget_value(self) -> None:
+        """Drop this slice's value and distribution (the joint's draw is gone)."""
+        RandomVariable.discard_value(self)
+        self.__dict__["_dist"] = None
 
     def forward(self) -> Tensor:
         """Draw the joint anew and return this variable's part."""
@@ -119,14 +123,18 @@ class JointRun:
 
     def __init__(self, family: JointPosterior, slices: list[JointSlice]) -> None:
         self.family = family
-        self.slices = slices
-        self.index = {id(rv): position for position, rv in enumerate(slices)}
-        self.parts = family.assemble(slices)
+        self.extend(slices)
         self.count: int | None = None
         self.started = False
         self.noise: dict[int, Tensor] = {}
         self.values: dict[int, Tensor] = {}
         self.shared: dict[str, Tensor] = {}
+
+    def extend(self, slices: list[JointSlice]) -> None:
+        """Take in blocks created during this run; the draws made so far stay."""
+        self.slices = slices
+        self.index = {id(rv): position for position, rv in enumerate(slices)}
+        self.parts = self.family.assemble(slices)
 
     def leading(self) -> tuple[int, ...]:
         return () if self.count is None else (self.count,)
@@ -197,7 +205,7 @@ class BlockDistribution(Distribution):
         count = sample_shape[0] if sample_shape else None
         self.run.use_count(count, slice_rv._describe())
         flat = self.run.value(self.position)
-        return flat.reshape(*sample_shape, *self.batch_shape)
+        return flat.reshape(sample_shape + self.batch_shape)
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
         with torch.no_grad():
@@ -226,7 +234,7 @@ class BlockDistribution(Distribution):
                 flat = flat.expand(prefix.shape[0], flat.shape[-1])
                 leading = torch.Size(prefix.shape[:1])
         terms = self.run.family.block_log_density(self.parts, prefix, flat)
-        return terms.reshape(*leading, *self.batch_shape)
+        return terms.reshape(torch.Size(leading) + self.batch_shape)
 
     def entropy(self) -> Tensor:
         return self.run.family.block_entropy(self.parts).reshape(self.batch_shape)
@@ -276,7 +284,6 @@ class JointPosterior(Posterior):
             location.shape,
         )
         parameters = self.block_parameters(len(blocks), block, start.reshape(-1))
-        self.forget_run()
         return JointSlice(self, parameters, block)
 
     def update_random_variable(self, name: str, prior: RandomVariable) -> None:
@@ -327,8 +334,13 @@ class JointPosterior(Posterior):
 
     # --------------------------------------------------------------- runs
     def forget_run(self) -> None:
-        """Have the next draw of any variable start a new joint draw."""
+        """Start a new joint draw: every variable is drawn anew when next read."""
+        if self.__dict__["_run"] is None:
+            return
         self.__dict__["_run"] = None
+        for rv in self._modules.values():
+            if isinstance(rv, JointSlice):
+                rv.forget_value()
 
     def current_run(self) -> JointRun:
         """The draws of this run (started on first use)."""
@@ -344,8 +356,7 @@ class JointPosterior(Posterior):
         run = self.current_run()
         position = run.index.get(id(slice_rv))
         if position is None:  # created after this run began
-            self.forget_run()
-            run = self.current_run()
+            run.extend(self.blocks())
             position = run.index[id(slice_rv)]
         base = BlockDistribution(
             run, position, self.block_parts(run.parts, slice_rv.block)
