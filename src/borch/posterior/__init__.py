@@ -7,11 +7,13 @@
 * :class:`Manual`: approximations set by hand.
 * :class:`MultivariateNormal`, :class:`LowRankMultivariateNormal`: all latent
   variables as one Gaussian in unconstrained space (:mod:`borch.posterior.joint`).
+* :class:`NormalizingFlow`: all latent variables as one normalizing flow (zuko).
 """
 
 from borch.posterior.as_prior import AsPrior
 from borch.posterior.automatic import Automatic
 from borch.posterior.base import Posterior
+from borch.posterior.flow import NormalizingFlow
 from borch.posterior.gaussian import LowRankMultivariateNormal, MultivariateNormal
 from borch.posterior.joint import JointPosterior
 from borch.posterior.manual import Manual
@@ -25,6 +27,7 @@ __all__ = [
     "LowRankMultivariateNormal",
     "Manual",
     "MultivariateNormal",
+    "NormalizingFlow",
     "Normal",
     "PointMass",
     "Posterior",

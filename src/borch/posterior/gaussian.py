@@ -97,8 +97,9 @@ class MultivariateNormal(JointPosterior):
         rows = scale_tril[block.offset : end, :end]
         return loc[block.offset : end] + noise @ rows.T
 
-    def block_parts(self, parts, block):
-        loc, scale_tril = parts
+    def block_parts(self, run, position):
+        loc, scale_tril = run.parts
+        block = run.slices[position].block
         end = block.offset + block.size
         return loc[:end], scale_tril[:end, :end], block.offset
 
@@ -191,9 +192,10 @@ class LowRankMultivariateNormal(JointPosterior):
         noise = run.standard_noise(position)
         return loc[rows] + shared @ factor[rows].T + scale[rows] * noise
 
-    def block_parts(self, parts, block):
+    def block_parts(self, run, position):
+        block = run.slices[position].block
         end = block.offset + block.size
-        loc, factor, scale = parts
+        loc, factor, scale = run.parts
         return loc[:end], factor[:end], scale[:end], block.offset
 
     def block_log_density(self, parts, prefix, value):

@@ -293,7 +293,9 @@ class JointPosterior(Posterior):
         distribution = prior.distribution
         shape = distribution.batch_shape + distribution.event_shape
         expected = approximation.block.value_shape
-        if shape and shape != expected:
+        # Only the trailing dimensions are the variable's own: under vectorised
+        # particles the prior has more on the left.
+        if expected and shape[len(shape) - len(expected) :] != expected:
             raise ValueError(
                 f"random variable '{name}' changed shape from {tuple(expected)} to "
                 f"{tuple(shape)}; {type(self).__name__} keeps one block per name. If "
@@ -358,9 +360,7 @@ class JointPosterior(Posterior):
         if position is None:  # created after this run began
             run.extend(self.blocks())
             position = run.index[id(slice_rv)]
-        base = BlockDistribution(
-            run, position, self.block_parts(run.parts, slice_rv.block)
-        )
+        base = BlockDistribution(run, position, self.block_parts(run, position))
         transform = slice_rv.block.transform
         if is_identity(transform):
             return base
@@ -383,8 +383,9 @@ class JointPosterior(Posterior):
         """The flat unconstrained draw of block ``position`` in ``run``."""
         raise NotImplementedError
 
-    def block_parts(self, parts: tuple, block: Block) -> tuple[Tensor, ...]:
-        """The assembled tensors the density of ``block`` needs."""
+    def block_parts(self, run: JointRun, position: int) -> tuple:
+        """What the density of block ``position`` needs from ``run.parts``: its
+        tensors are copied and detached by ``elbo_path_derivative_loss``."""
         raise NotImplementedError
 
     def block_log_density(self, parts: tuple, prefix: Tensor, value: Tensor) -> Tensor:
