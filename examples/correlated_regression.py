@@ -75,11 +75,18 @@ def pair_plot(samples, path):
             axis = axes[i, j]
             for name, draws in samples.items():
                 if i == j:
-                    axis.hist(draws[:, i], bins=40, density=True, histtype="step",
-                              color=colours[name], label=name)
+                    axis.hist(
+                        draws[:, i],
+                        bins=40,
+                        density=True,
+                        histtype="step",
+                        color=colours[name],
+                        label=name,
+                    )
                 elif i > j:
-                    axis.scatter(draws[:, j], draws[:, i], s=2, alpha=0.3,
-                                 color=colours[name])
+                    axis.scatter(
+                        draws[:, j], draws[:, i], s=2, alpha=0.3, color=colours[name]
+                    )
                 else:
                     axis.axis("off")
             if i == 2:

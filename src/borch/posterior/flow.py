@@ -30,8 +30,9 @@ class NormalizingFlow(JointPosterior):
     log-det-Jacobian.
 
     Initialisation: each block is ``start + init_scale * f`` with ``f`` the flow's
-    draw (zuko's flows start close to a standard Normal), ``start`` the prior's
-    mean (median where the mean is infinite) in unconstrained space.
+    draw, ``start`` the prior's mean (median where the mean is infinite) in
+    unconstrained space; the output layers of the flow's networks start at zero, so
+    ``f`` starts as a standard Normal and the joint at the prior's centre.
 
     Args:
         flow: a zuko flow class (or any callable ``flow(features=, context=,
@@ -74,7 +75,8 @@ class NormalizingFlow(JointPosterior):
                 f"flow(features={block.size}, context={block.offset}) must return "
                 f"a torch module, got {type(flow).__name__}"
             )
-        return {"flow": flow.to(start), "start": start.clone()}
+        _start_as_identity(flow)
+        return {"flow": flow.to(start), "start": nn.Parameter(start.clone())}
 
     def assemble(self, slices) -> tuple:
         first = slices[0].arguments["start"]
@@ -116,6 +118,22 @@ class NormalizingFlow(JointPosterior):
         name = getattr(self._flow, "__name__", repr(self._flow))
         options = "".join(f", {key}={value!r}" for key, value in self._options.items())
         return f"flow={name}, init_scale={self._init_scale}{options}"
+
+
+def _start_as_identity(flow: nn.Module) -> None:
+    """Zero the output layer of every transform's hyper-network (zuko's ``hyper``),
+    so the flow starts as its standard Normal base whatever its context: a randomly
+    initialised one starts far from the prior's centre and learns slowly from there."""
+    with torch.no_grad():
+        for module in flow.modules():
+            hyper = getattr(module, "hyper", None)
+            if not isinstance(hyper, nn.Sequential):
+                continue
+            linear = [layer for layer in hyper if isinstance(layer, nn.Linear)]
+            if linear:
+                linear[-1].weight.zero_()
+                if linear[-1].bias is not None:
+                    linear[-1].bias.zero_()
 
 
 def _context(prefix: Tensor) -> tuple:

@@ -39,7 +39,7 @@ import math
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Distribution, TransformedDistribution, constraints
 from torch.distributions import transforms as torch_transforms
 
@@ -194,7 +194,7 @@ class BlockDistribution(Distribution):
         self.parts = parts
         super().__init__(run.slices[position].block.shape, validate_args=False)
 
-    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+    def rsample(self, sample_shape=()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         if len(sample_shape) > 1:
             raise ValueError(
@@ -207,7 +207,7 @@ class BlockDistribution(Distribution):
         flat = self.run.value(self.position)
         return flat.reshape(sample_shape + self.batch_shape)
 
-    def sample(self, sample_shape=torch.Size()) -> Tensor:
+    def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -420,5 +420,3 @@ def _location(prior: RandomVariable) -> Tensor:
         # location per element of it.
         location = torch.broadcast_to(location, value.shape).clone()
     return location
-
-
