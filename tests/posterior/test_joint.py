@@ -212,3 +212,15 @@ def test_clear_errors():
         posterior.MultivariateNormal(init_scale=0.0)
     with pytest.raises(ValueError, match="rank"):
         posterior.LowRankMultivariateNormal(rank=0)
+
+
+def test_a_local_variable_in_a_subsampled_plate_is_a_clear_error():
+    class Local(borch.Module):
+        def forward(self):
+            with borch.plate("data", 10, subsample=torch.tensor([1, 3])):
+                self.z = dist.Normal(torch.zeros(2), 1.0)
+            return self.z
+
+    model = Local(posterior=posterior.MultivariateNormal())
+    with pytest.raises(ValueError, match="'z'.*joint families approximate global"):
+        model()

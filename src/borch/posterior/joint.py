@@ -201,7 +201,7 @@ class BlockDistribution(Distribution):
                 "a joint approximation draws one value or one set of particles at a "
                 f"time, not sample_shape {tuple(sample_shape)}"
             )
-        slice_rv = self.run.slices[self.position]
+        slice_rv = self._whole_block()
         count = sample_shape[0] if sample_shape else None
         self.run.use_count(count, slice_rv._describe())
         flat = self.run.value(self.position)
@@ -211,7 +211,20 @@ class BlockDistribution(Distribution):
         with torch.no_grad():
             return self.rsample(sample_shape)
 
+    def _whole_block(self) -> JointSlice:
+        slice_rv = self.run.slices[self.position]
+        if self.batch_shape != slice_rv.block.shape:  # rows taken by a plate
+            raise ValueError(
+                f"{slice_rv._describe()} is used {tuple(self.batch_shape)} rows at a "
+                f"time (a subsampled plate?) but its joint block has shape "
+                f"{tuple(slice_rv.block.shape)}: joint families approximate global "
+                "variables; give the module with local variables a mean-field "
+                "posterior (posterior.Normal())"
+            )
+        return slice_rv
+
     def _flat(self, value: Tensor) -> tuple[Tensor, torch.Size]:
+        self._whole_block()
         shape = self.batch_shape
         leading = value.shape[: value.dim() - len(shape)]
         if value.shape[value.dim() - len(shape) :] != shape:
