@@ -224,3 +224,17 @@ def test_a_local_variable_in_a_subsampled_plate_is_a_clear_error():
     model = Local(posterior=posterior.MultivariateNormal())
     with pytest.raises(ValueError, match="'z'.*joint families approximate global"):
         model()
+
+
+def test_a_bayesian_layer_gets_one_joint_over_its_weight_and_bias():
+    import borch.nn as bnn
+
+    layer = bnn.Linear(3, 2, posterior=posterior.MultivariateNormal())
+    x = torch.randn(5, 3)
+    layer(x)
+    borch.sample(layer)  # later runs assign priors of numbers again
+    assert layer(x).shape == (5, 2)
+    assert layer.posterior.joint_names() == ["weight", "bias"]
+    assert layer.posterior.dimension() == 8
+    infer.vi_loss(**borch.pq_to_infer(layer)).backward()
+    assert layer.posterior.bias.cross.grad.shape == (2, 6)

@@ -307,8 +307,9 @@ class JointPosterior(Posterior):
         shape = distribution.batch_shape + distribution.event_shape
         expected = approximation.block.value_shape
         # Only the trailing dimensions are the variable's own: under vectorised
-        # particles the prior has more on the left.
-        if expected and shape[len(shape) - len(expected) :] != expected:
+        # particles the prior has more on the left; a prior of plain numbers
+        # (borch.nn) takes its shape from its value.
+        if expected and shape and shape[len(shape) - len(expected) :] != expected:
             raise ValueError(
                 f"random variable '{name}' changed shape from {tuple(expected)} to "
                 f"{tuple(shape)}; {type(self).__name__} keeps one block per name. If "
