@@ -60,6 +60,8 @@ BUILDERS = {
     "ScaledNormal": lambda: Model(posterior.ScaledNormal()),
     "PointMass": lambda: Model(posterior.PointMass()),
     "Manual": ManualModel,
+    "MultivariateNormal": lambda: Model(posterior.MultivariateNormal()),
+    "LowRankMultivariateNormal": lambda: Model(posterior.LowRankMultivariateNormal(2)),
 }
 FAMILIES = sorted(BUILDERS)
 

@@ -19,6 +19,7 @@ from torch.distributions import transforms as torch_transforms
 from torch.distributions.constraint_registry import transform_to
 
 from borch import distributions as dist
+from borch.distributions import point_mass
 from borch.distributions.transforms import simplified
 from borch.distributions.transforms import (
     unconstraining_transform as registered_transform,
@@ -355,6 +356,18 @@ def _sampled_spread(distribution, transform, draws: int = 2000) -> Tensor:
     return torch.where(spread > 0, spread, torch.ones_like(spread))
 
 
+def require_density(name: str, prior_dist: Distribution, family: str) -> None:
+    """An error naming the variable if its prior puts all its mass at one value
+    (``Delta``, ``PointMass``), which no continuous approximation can fit."""
+    if isinstance(prior_dist, (point_mass.Delta, point_mass.PointMass)):
+        raise ValueError(
+            f"posterior.{family} cannot approximate random variable '{name}': its "
+            f"prior is a {type(prior_dist).__name__}, all mass at one value, so any "
+            "continuous approximation is infinitely far from it. Use "
+            "posterior.Automatic() or posterior.PointMass()."
+        )
+
+
 def normal_approximation(
     name: str,
     prior_dist: Distribution,
@@ -397,6 +410,7 @@ __all__ = [
     "prior_location",
     "prior_spread",
     "relink",
+    "require_density",
     "to_unconstrained",
     "unconstraining_transform",
 ]

@@ -6,11 +6,11 @@ import math
 
 import torch
 
-from borch.distributions import point_mass
 from borch.posterior.approximations import (
     normal_approximation,
     prior_location,
     prior_spread,
+    require_density,
     unconstraining_transform,
 )
 from borch.posterior.base import Posterior
@@ -70,7 +70,7 @@ class Normal(Posterior):
         self, name: str, prior: RandomVariable
     ) -> RandomVariable:
         prior_dist = prior.distribution
-        _require_density(name, prior_dist, type(self).__name__)
+        require_density(name, prior_dist, type(self).__name__)
         unconstraining_transform(name, prior_dist.support, type(self).__name__)
         return normal_approximation(
             name,
@@ -125,7 +125,7 @@ class ScaledNormal(Normal):
     ) -> RandomVariable:
         prior_dist = prior.distribution
         family = type(self).__name__
-        _require_density(name, prior_dist, family)
+        require_density(name, prior_dist, family)
         transform = unconstraining_transform(name, prior_dist.support, family)
         location = self._location(prior)
         spread = prior_spread(prior_dist, transform, location)
@@ -135,16 +135,6 @@ class ScaledNormal(Normal):
 
     def extra_repr(self) -> str:
         return f"scaling={self._scaling}, loc_at_prior_mean={self._loc_at_prior_mean}"
-
-
-def _require_density(name: str, prior_dist, family: str) -> None:
-    if isinstance(prior_dist, (point_mass.Delta, point_mass.PointMass)):
-        raise ValueError(
-            f"posterior.{family} cannot approximate random variable '{name}': its "
-            f"prior is a {type(prior_dist).__name__}, all mass at one value, so any "
-            "continuous approximation is infinitely far from it. Use "
-            "posterior.Automatic() or posterior.PointMass()."
-        )
 
 
 __all__ = ["Normal", "ScaledNormal"]
