@@ -1,4 +1,5 @@
-"""A regression on collinear predictors: mean-field VI, full-rank VI and NUTS.
+"""A regression on collinear predictors: mean-field VI, full-rank VI and NUTS
+==========================================================================
 
 The weights of strongly correlated predictors have a strongly correlated posterior.
 ``posterior.Normal`` (mean-field) fits each weight on its own and comes out far too

@@ -1,4 +1,5 @@
-"""Heteroscedastic regression with a last-layer Laplace approximation.
+"""Heteroscedastic regression with a last-layer Laplace approximation
+==================================================================
 
 A small network predicts, for each patient of scikit-learn's diabetes data, the mean
 and the standard deviation of disease progression (``Normal(loc, softplus(s))``).

@@ -29,11 +29,12 @@ ORDER = (
     "bnn_digits.py",
     "borchify_trained.py",
     "vae_digits.py",
-    "correlated_posteriors.py",
+    "correlated_regression.py",
     "eight_schools.py",
     "logistic_regression.py",
     "mcmc_model_comparison.py",
     "laplace_regression.py",
+    "heteroscedastic_laplace.py",
     "diabetes_regression.py",
 )
 # Shown but not executed: these need several processes (``torchrun``).
