@@ -9,7 +9,9 @@ of the model's outputs under the linearised model (for the GLM predictive).
 * :class:`DiagonalLinearBlock`: the diagonal, for the weight and bias of a linear layer;
 * :class:`KroneckerLinearBlock`: ``G (x) A / N`` for a linear layer (KFAC: Martens
   and Grosse, 2015), ``A`` from the layer's inputs, ``G`` from the backpropagated
-  Fisher factors, ``N`` the rows seen.
+  Fisher factors, ``N`` the rows seen;
+* :class:`LowRankBlock`: the top eigenpairs of the full matrix of any parameters,
+  found from matrix products without forming it.
 
 The prior precision of a block is a scalar (isotropic Gaussian prior), or, from the
 model's own priors, a vector (its diagonal) or a matrix (dense blocks only).
@@ -338,6 +340,169 @@ class KroneckerLinearBlock(LinearBlock):
         return torch.einsum("bko,blo,bo->bkl", grads, grads, per_output)
 
 
+class LowRankBlock(DenseBlock):
+    """The Gauss-Newton matrix of any parameters as ``U diag(lam) U^T``, its top
+    ``rank`` eigenpairs, plus a diagonal prior precision ``D``.
+
+    The block keeps each direction's Jacobian pieces (per row: ``g`` and ``a`` of a
+    linear layer, dense rows for other variables; ``O(B (out + in))`` a layer, never
+    ``O(P^2)``) and multiplies the matrix by ``P x m`` blocks of vectors from them.
+    :meth:`finish` runs randomized subspace iteration (Halko, Martinsson and Tropp,
+    2011): ``m = rank + OVERSAMPLING`` Gaussian vectors (a fixed seed, the global
+    generator untouched), ``POWER_ITERATIONS`` products each re-orthonormalised, and
+    the eigendecomposition of the ``m x m`` projection; memory ``O(P m)``. It is
+    exact when the matrix's rank is at most ``m``.
+
+    With ``W = U diag(lam)^(1/2)`` and ``C = I + W^T D^-1 W`` (``rank x rank``) the
+    precision ``D + W W^T`` has log determinant ``sum log D + log det C`` (the
+    matrix determinant lemma) and covariance ``D^-1 - D^-1 W C^-1 W^T D^-1``
+    (Woodbury); draws are ``D^-1/2 (z + V ((1 + s^2)^-1/2 - 1) V^T z)`` with
+    ``D^-1/2 W = V diag(s) R^T`` a thin SVD: exact for "low rank + diagonal".
+    """
+
+    OVERSAMPLING = 10
+    POWER_ITERATIONS = 4
+
+    def __init__(
+        self, names: list[str], params: list[Tensor], members: list, rank: int
+    ) -> None:
+        Block.__init__(self, names, params)
+        self.members = members
+        self.rank = rank
+        self.eigenvalues: Tensor | None = None
+        self.eigenvectors: Tensor | None = None
+        self._directions: list[tuple[dict, dict]] = []
+
+    def add_pieces(
+        self,
+        pieces: dict[str, LinearPiece | None],
+        other_rows: dict[int, Tensor],
+        count: int,
+        like: Tensor,
+    ) -> None:
+        self._directions.append((pieces, other_rows))
+
+    def _product(self, vectors: Tensor) -> Tensor:
+        """The Gauss-Newton matrix times ``vectors`` ``(P, m)``."""
+        result = torch.zeros_like(vectors)
+        sizes = []
+        index = 0
+        for member in self.members:
+            width = len(member.names)
+            sizes.append(sum(p.numel() for p in self.params[index : index + width]))
+            index += width
+        for pieces, other_rows in self._directions:
+            parts = []  # per member: (its Jacobian applied, its transpose applied)
+            projected = 0
+            index = 0
+            for member, part in zip(self.members, vectors.split(sizes)):
+                param = self.params[index]
+                index += len(member.names)
+                if member.record is None:
+                    rows = other_rows[id(param)].double()
+                    projected = projected + rows @ part
+                    parts.append(lambda y, rows=rows: rows.T @ y)
+                    continue
+                piece = pieces.get(member.record.path)
+                if piece is None:
+                    parts.append(None)
+                    continue
+                applied, transposed = _linear_products(
+                    piece, len(member.names) == 2, part
+                )
+                projected = projected + applied
+                parts.append(transposed)
+            out = [
+                torch.zeros_like(part) if apply is None else apply(projected)
+                for apply, part in zip(parts, vectors.split(sizes))
+            ]
+            result = result + torch.cat(out)
+        return result
+
+    def finish(self) -> None:
+        """Find the top eigenpairs; the stored pieces are then dropped."""
+        columns = min(self.rank + self.OVERSAMPLING, self.size)
+        generator = torch.Generator().manual_seed(0)
+        device = self.mean[0].device
+        basis = torch.randn(self.size, columns, dtype=torch.float64, generator=generator)
+        basis = torch.linalg.qr(self._product(basis.to(device)))[0]
+        for _ in range(self.POWER_ITERATIONS):
+            basis = torch.linalg.qr(self._product(basis))[0]
+        projection = basis.T @ self._product(basis)
+        values, vectors = torch.linalg.eigh(0.5 * (projection + projection.T))
+        values, vectors = values.flip(0)[: self.rank], vectors.flip(1)[:, : self.rank]
+        self.eigenvalues = values.clamp(min=0)
+        self.eigenvectors = basis @ vectors
+        self._directions = []
+
+    def _parts(self, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``D`` (a vector), ``W`` and the Cholesky factor of ``C``."""
+        if prior.dim() == 2:
+            raise ValueError(
+                f"structure='lowrank' needs a diagonal prior precision for {self.names}"
+            )
+        diagonal = prior.to(self.eigenvectors.device).expand(self.size)
+        root = self.eigenvectors * self.eigenvalues.sqrt()
+        inner = root.T @ (root / diagonal[:, None])
+        eye = torch.eye(self.rank, dtype=torch.float64, device=root.device)
+        return diagonal, root, torch.linalg.cholesky(eye + inner)
+
+    def log_det(self, prior: Tensor) -> Tensor:
+        diagonal, _, cholesky = self._parts(prior)
+        return diagonal.log().sum() + 2 * cholesky.diagonal().log().sum()
+
+    def noise(self, prior: Tensor, count: int, generator) -> list[Tensor]:
+        diagonal, root, _ = self._parts(prior)
+        scale = diagonal.rsqrt()
+        left, singular, _ = torch.linalg.svd(root * scale[:, None], full_matrices=False)
+        z = torch.randn(count, self.size, dtype=torch.float64, generator=generator)
+        z = z.to(root.device)
+        shrink = (1 + singular.pow(2)).rsqrt() - 1
+        return self.split((z + ((z @ left) * shrink) @ left.T) * scale)
+
+    def _correction(self, rows: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
+        """``rows D^-1`` and ``rows D^-1 W L^-T`` (``C = L L^T``), rows ``(..., P)``."""
+        diagonal, root, cholesky = self._parts(prior)
+        scaled = rows.double() / diagonal
+        solved = torch.linalg.solve_triangular(
+            cholesky, (scaled @ root).transpose(-1, -2), upper=False
+        )
+        return scaled, solved.transpose(-1, -2)
+
+    def covariance(self, prior: Tensor) -> Tensor:
+        eye = torch.eye(self.size, dtype=torch.float64, device=self.eigenvectors.device)
+        scaled, solved = self._correction(eye, prior)
+        return scaled - solved @ solved.T
+
+    def output_covariance(self, rows: Tensor, prior: Tensor) -> Tensor:
+        scaled, solved = self._correction(rows, prior)
+        return torch.einsum("bkp,blp->bkl", scaled, rows.double()) - (
+            solved @ solved.transpose(-1, -2)
+        )
+
+
+def _linear_products(piece: LinearPiece, bias: bool, part: Tensor):
+    """For a linear layer's rows ``g (x) a`` and vectors ``part`` ``(size, m)``:
+    ``rows @ part`` ``(B, m)`` and the function ``y -> rows^T @ y``."""
+    grad = piece.grad.double()
+    inputs = _augmented(piece.inputs.double(), bias)
+    out, columns = grad.shape[1], inputs.shape[1]
+    width = columns - int(bias)
+    weight = part[: out * width].reshape(out, width, -1)
+    if bias:
+        weight = torch.cat([weight, part[out * width :].reshape(out, 1, -1)], dim=1)
+    applied = (grad[:, :, None] * torch.einsum("bi,oim->bom", inputs, weight)).sum(1)
+
+    def transposed(y: Tensor) -> Tensor:
+        full = torch.einsum("bo,bim->oim", grad, inputs[:, :, None] * y[:, None, :])
+        flat = [full[:, :width].reshape(out * width, -1)]
+        if bias:
+            flat.append(full[:, width])
+        return torch.cat(flat)
+
+    return applied, transposed
+
+
 def scalar_prior_term(block: Block, precision: Tensor) -> Tensor:
     """``log N(mode | 0, precision^-1 I)`` of a block (the prior of the evidence)."""
     return 0.5 * (
@@ -352,6 +517,7 @@ __all__ = [
     "DiagonalLinearBlock",
     "KroneckerLinearBlock",
     "LinearPiece",
+    "LowRankBlock",
     "dense_bytes",
     "scalar_prior_term",
 ]
