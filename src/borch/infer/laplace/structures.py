@@ -424,7 +424,9 @@ class LowRankBlock(DenseBlock):
         columns = min(self.rank + self.OVERSAMPLING, self.size)
         generator = torch.Generator().manual_seed(0)
         device = self.mean[0].device
-        basis = torch.randn(self.size, columns, dtype=torch.float64, generator=generator)
+        basis = torch.randn(
+            self.size, columns, dtype=torch.float64, generator=generator
+        )
         basis = torch.linalg.qr(self._product(basis.to(device)))[0]
         for _ in range(self.POWER_ITERATIONS):
             basis = torch.linalg.qr(self._product(basis))[0]
