@@ -380,17 +380,13 @@ class LowRankBlock(DenseBlock):
         count: int,
         like: Tensor,
     ) -> None:
+        """Keep one direction's pieces for the products of :meth:`finish`."""
         self._directions.append((pieces, other_rows))
 
     def _product(self, vectors: Tensor) -> Tensor:
         """The Gauss-Newton matrix times ``vectors`` ``(P, m)``."""
         result = torch.zeros_like(vectors)
-        sizes = []
-        index = 0
-        for member in self.members:
-            width = len(member.names)
-            sizes.append(sum(p.numel() for p in self.params[index : index + width]))
-            index += width
+        sizes = [self._member_size(i) for i in range(len(self.members))]
         for pieces, other_rows in self._directions:
             parts = []  # per member: (its Jacobian applied, its transpose applied)
             projected = 0
@@ -418,6 +414,11 @@ class LowRankBlock(DenseBlock):
             ]
             result = result + torch.cat(out)
         return result
+
+    def _member_size(self, position: int) -> int:
+        start = sum(len(m.names) for m in self.members[:position])
+        width = len(self.members[position].names)
+        return sum(p.numel() for p in self.params[start : start + width])
 
     def finish(self) -> None:
         """Find the top eigenpairs; the stored pieces are then dropped."""
