@@ -408,11 +408,9 @@ class LowRankBlock(DenseBlock):
                 )
                 projected = projected + applied
                 parts.append(transposed)
-            out = [
-                torch.zeros_like(part) if apply is None else apply(projected)
-                for apply, part in zip(parts, vectors.split(sizes))
-            ]
-            result = result + torch.cat(out)
+            for apply, target in zip(parts, result.split(sizes)):
+                if apply is not None:
+                    target += apply(projected)
         return result
 
     def _member_size(self, position: int) -> int:
