@@ -124,3 +124,35 @@ def test_rank_belongs_to_lowrank():
     model, _, closure = network("categorical")
     with pytest.raises(ValueError, match="rank=3 applies to structure='lowrank'"):
         laplace_posterior(model, closure, structure="diag", rank=3)
+
+
+def test_a_latent_outside_linear_layers_joins_the_low_rank_block():
+    """A learned noise scale next to a linear layer: one block of all 5
+    parameters; at rank 5 it is the full posterior."""
+
+    class Scaled(bnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = bnn.Linear(3, 1)
+
+        def forward(self, x):
+            self.sigma = dist.HalfNormal(1.0)
+            self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
+
+    torch.manual_seed(0)
+    model = Scaled()
+    model.apply(borch.set_posteriors(borch.posterior.PointMass))
+    x = torch.randn(20, 3)
+    model.observe(y=torch.randn(20))
+    closure = fit_map(model, (x,), steps=1)
+    full = laplace_posterior(model, closure, prior_precision=1.0)
+    low = laplace_posterior(
+        model, closure, structure="lowrank", rank=5, prior_precision=1.0
+    )
+    assert low.blocks[0].names == full.blocks[0].names
+    torch.testing.assert_close(
+        low.blocks[0].covariance(PRIOR),
+        full.blocks[0].covariance(PRIOR),
+        rtol=0,
+        atol=1e-6,
+    )
