@@ -361,7 +361,7 @@ class LowRankBlock(DenseBlock):
     """
 
     OVERSAMPLING = 10
-    POWER_ITERATIONS = 4
+    POWER_ITERATIONS = 2
 
     def __init__(
         self, names: list[str], params: list[Tensor], members: list, rank: int
@@ -392,13 +392,13 @@ class LowRankBlock(DenseBlock):
         parts = vectors.split(sizes)
         result = torch.zeros_like(vectors)
         targets = result.split(sizes)
-        linear = {}  # position -> (inputs, a . vectors (B, out, m), sum g y^T)
+        linear = {}  # position -> [inputs, a . vectors (B, out, m), [(g, y) per direction]]
         for j, (member, part) in enumerate(zip(self.members, parts)):
             if member.record is not None:
                 bias = len(member.names) == 2
                 inputs = _augmented(member.record.inputs.double(), bias)
                 weight = _as_matrix(part, member.record.module.out_features, bias)
-                linear[j] = [inputs, torch.einsum("bi,oim->bom", inputs, weight), 0]
+                linear[j] = [inputs, torch.einsum("bi,oim->bom", inputs, weight), []]
         for pieces, other_rows in self._directions:
             projected = 0
             used = []
@@ -418,14 +418,15 @@ class LowRankBlock(DenseBlock):
                     used.append((j, grad))
             for j, factor in used:
                 if j in linear:
-                    linear[j][2] = (
-                        linear[j][2] + factor[:, :, None] * projected[:, None]
-                    )
+                    linear[j][2].append((factor, projected))
                 else:
                     targets[j].add_(factor.T @ projected)
-        for j, (inputs, _, backpropagated) in linear.items():
-            if isinstance(backpropagated, Tensor):
-                full = torch.einsum("bi,bom->oim", inputs, backpropagated)
+        for j, (inputs, _, pairs) in linear.items():
+            linear[j][1] = None  # free a . vectors before the backward contraction
+            if pairs:
+                grads = torch.stack([g for g, _ in pairs], dim=2)  # (B, out, K)
+                ys = torch.stack([y for _, y in pairs], dim=1)  # (B, K, m)
+                full = torch.einsum("bi,bom->oim", inputs, torch.bmm(grads, ys))
                 targets[j].add_(_from_matrix(full, len(self.members[j].names) == 2))
         return result
 
