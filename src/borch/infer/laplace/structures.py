@@ -392,7 +392,7 @@ class LowRankBlock(DenseBlock):
         parts = vectors.split(sizes)
         result = torch.zeros_like(vectors)
         targets = result.split(sizes)
-        linear = {}  # position -> [inputs, a . vectors (B, out, m), [(g, y) per direction]]
+        linear = {}  # position -> [inputs, a . vectors, [(g, y) per direction]]
         for j, (member, part) in enumerate(zip(self.members, parts)):
             if member.record is not None:
                 bias = len(member.names) == 2
