@@ -443,9 +443,12 @@ class LowRankBlock(DenseBlock):
         basis = torch.randn(
             self.size, columns, dtype=torch.float64, generator=generator
         )
-        basis = torch.linalg.qr(self._product(basis.to(device)))[0]
-        for _ in range(self.POWER_ITERATIONS):
-            basis = torch.linalg.qr(self._product(basis))[0]
+        basis = basis.to(device)
+        for _ in range(self.POWER_ITERATIONS + 1):
+            product = self._product(basis)
+            del basis  # one P x m matrix fewer at the QR's peak
+            basis = torch.linalg.qr(product)[0]
+            del product
         projection = basis.T @ self._product(basis)
         values, vectors = torch.linalg.eigh(0.5 * (projection + projection.T))
         values, vectors = values.flip(0)[: self.rank], vectors.flip(1)[:, : self.rank]
