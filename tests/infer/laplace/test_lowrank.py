@@ -10,7 +10,7 @@ from borch import distributions as dist
 from borch import nn as bnn
 from borch.infer import laplace_posterior
 from tests.infer.laplace.test_laplace import fit_map
-from tests.infer.laplace.test_structures import HEADS, network
+from tests.infer.laplace.test_structures import HEADS, network, scaled_fit
 
 PRIOR = torch.tensor(1.0, dtype=torch.float64)
 
@@ -130,21 +130,7 @@ def test_a_latent_outside_linear_layers_joins_the_low_rank_block():
     """A learned noise scale next to a linear layer: one block of all 5
     parameters; at rank 5 it is the full posterior."""
 
-    class Scaled(bnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = bnn.Linear(3, 1)
-
-        def forward(self, x):
-            self.sigma = dist.HalfNormal(1.0)
-            self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
-
-    torch.manual_seed(0)
-    model = Scaled()
-    model.apply(borch.set_posteriors(borch.posterior.PointMass))
-    x = torch.randn(20, 3)
-    model.observe(y=torch.randn(20))
-    closure = fit_map(model, (x,), steps=1)
+    model, closure = scaled_fit()
     full = laplace_posterior(model, closure, prior_precision=1.0)
     low = laplace_posterior(
         model, closure, structure="lowrank", rank=5, prior_precision=1.0

@@ -173,25 +173,31 @@ def test_kfac_is_exact_for_one_sample(head_name):
         start += block.size
 
 
-def test_a_latent_outside_linear_layers_gets_a_dense_block():
-    """A learned noise scale: a dense block of its own, equal to the full matrix's
-    entry (the full matrix is exact for it too)."""
+class Scaled(bnn.Module):
+    """A linear layer and a learned noise scale outside it."""
 
-    class Scaled(bnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = bnn.Linear(3, 1)
+    def __init__(self):
+        super().__init__()
+        self.layer = bnn.Linear(3, 1)
 
-        def forward(self, x):
-            self.sigma = dist.HalfNormal(1.0)
-            self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
+    def forward(self, x):
+        self.sigma = dist.HalfNormal(1.0)
+        self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
 
+
+def scaled_fit():
     torch.manual_seed(0)
     model = Scaled()
     model.apply(borch.set_posteriors(borch.posterior.PointMass))
     x = torch.randn(20, 3)
     model.observe(y=torch.randn(20))
-    closure = fit_map(model, (x,), steps=1)
+    return model, fit_map(model, (x,), steps=1)
+
+
+def test_a_latent_outside_linear_layers_gets_a_dense_block():
+    """A learned noise scale: a dense block of its own, equal to the full matrix's
+    entry (the full matrix is exact for it too)."""
+    model, closure = scaled_fit()
     full = laplace_posterior(model, closure, prior_precision=1.0)
     diag = laplace_posterior(model, closure, structure="diag", prior_precision=1.0)
     assert [type(b).__name__ for b in diag.blocks] == [
