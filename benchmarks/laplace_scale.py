@@ -1,5 +1,6 @@
-"""Laplace at network scale: ``diag`` and ``kfac`` over every weight of a
-784-1024-1024-10 MLP (1.86M parameters) on random inputs, with peak memory.
+"""Laplace at network scale: ``diag``, ``kfac`` and ``lowrank`` (rank 10) over
+every weight of a 784-1024-1024-10 MLP (1.86M parameters) on random inputs, with
+peak memory.
 
 Each structure is fitted in a fresh process run under ``/usr/bin/time -v`` (the
 peak resident set size of the whole process, torch included) and timed from the
@@ -115,7 +116,7 @@ def main() -> None:
     if options.child:
         print(json.dumps(child(options.child)))
         return
-    results = [measure(s) for s in ("torch", "diag", "kfac", "full")]
+    results = [measure(s) for s in ("torch", "diag", "kfac", "lowrank", "full")]
     print(f"{'structure':10} {'params':>10} {'seconds':>8} {'peak MiB':>9}")
     for r in results:
         print(

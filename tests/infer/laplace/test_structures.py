@@ -173,25 +173,31 @@ def test_kfac_is_exact_for_one_sample(head_name):
         start += block.size
 
 
-def test_a_latent_outside_linear_layers_gets_a_dense_block():
-    """A learned noise scale: a dense block of its own, equal to the full matrix's
-    entry (the full matrix is exact for it too)."""
+class Scaled(bnn.Module):
+    """A linear layer and a learned noise scale outside it."""
 
-    class Scaled(bnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer = bnn.Linear(3, 1)
+    def __init__(self):
+        super().__init__()
+        self.layer = bnn.Linear(3, 1)
 
-        def forward(self, x):
-            self.sigma = dist.HalfNormal(1.0)
-            self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
+    def forward(self, x):
+        self.sigma = dist.HalfNormal(1.0)
+        self.y = dist.Normal(self.layer(x).squeeze(-1), self.sigma)
 
+
+def scaled_fit():
     torch.manual_seed(0)
     model = Scaled()
     model.apply(borch.set_posteriors(borch.posterior.PointMass))
     x = torch.randn(20, 3)
     model.observe(y=torch.randn(20))
-    closure = fit_map(model, (x,), steps=1)
+    return model, fit_map(model, (x,), steps=1)
+
+
+def test_a_latent_outside_linear_layers_gets_a_dense_block():
+    """A learned noise scale: a dense block of its own, equal to the full matrix's
+    entry (the full matrix is exact for it too)."""
+    model, closure = scaled_fit()
     full = laplace_posterior(model, closure, prior_precision=1.0)
     diag = laplace_posterior(model, closure, structure="diag", prior_precision=1.0)
     assert [type(b).__name__ for b in diag.blocks] == [
@@ -279,9 +285,11 @@ def test_full_refuses_at_once_past_the_memory_limit():
         borch.sample(model)
         model(x)
 
-    with pytest.raises(MemoryError, match=r"30,030 parameters.*GiB.*'diag' or 'kfac'"):
+    with pytest.raises(
+        MemoryError, match=r"30,030 parameters.*GiB.*'diag', 'kfac' or 'lowrank'"
+    ):
         laplace_posterior(model, closure)
-    for structure in ("diag", "kfac"):
+    for structure in ("diag", "kfac", "lowrank"):
         approx = laplace_posterior(
             model, closure, structure=structure, prior_precision=1.0
         )
@@ -291,7 +299,7 @@ def test_full_refuses_at_once_past_the_memory_limit():
 def test_bad_structure_and_prior():
     model, _, closure = network("categorical")
     with pytest.raises(ValueError, match="structure must be one of"):
-        laplace_posterior(model, closure, structure="lowrank")
+        laplace_posterior(model, closure, structure="banded")
     with pytest.raises(ValueError, match="positive"):
         laplace_posterior(model, closure, prior_precision=-1.0)
     with pytest.raises(ValueError, match="needs validation"):
@@ -312,7 +320,7 @@ class Linear(bnn.Module):
         return self.y
 
 
-@pytest.mark.parametrize("structure", ["full", "diag", "kfac"])
+@pytest.mark.parametrize("structure", ["full", "diag", "kfac", "lowrank"])
 def test_linearised_predictive_matches_monte_carlo_on_a_linear_model(structure):
     """For a model linear in its latents the GLM predictive is exact: the variance
     of the mean under 4000 posterior draws (borch.infer.predictive) matches the
@@ -422,7 +430,7 @@ def test_probit_needs_logits():
     torch.testing.assert_close(probs.sum(-1), torch.ones(len(x)))
 
 
-@pytest.mark.parametrize("structure", ["full", "diag", "kfac"])
+@pytest.mark.parametrize("structure", ["full", "diag", "kfac", "lowrank"])
 def test_the_models_own_prior_is_the_same_as_its_precision(structure):
     """borch.nn's default Normal(0, 1) priors are a Gaussian prior of precision 1:
     the evidence and the draws' spread agree (float32 log densities: 1e-5)."""

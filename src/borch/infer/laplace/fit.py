@@ -30,11 +30,15 @@ from borch.infer.laplace.structures import (
     DenseBlock,
     DiagonalLinearBlock,
     KroneckerLinearBlock,
+    LowRankBlock,
     dense_bytes,
 )
 from borch.sites import Site, sites
 
-STRUCTURES = ("full", "diag", "kfac")
+STRUCTURES = ("full", "diag", "kfac", "lowrank")
+
+#: ``rank`` of ``structure="lowrank"`` when none is given (at most the size).
+DEFAULT_RANK = 10
 
 
 class Member(NamedTuple):
@@ -53,6 +57,7 @@ def laplace_posterior(
     prior_precision: float | str | Sequence[float] | None = None,
     min_eigenvalue: float | None = None,
     validation: tuple | None = None,
+    rank: int | None = None,
 ) -> LaplacePosterior:
     """A Laplace approximation of a model fitted by MAP.
 
@@ -72,7 +77,11 @@ def laplace_posterior(
             fine; only the run's sites are used).
         structure: ``"full"`` (the dense matrix; refused at once when it would not
             fit), ``"diag"`` (its diagonal) or ``"kfac"`` (Kronecker factors per
-            linear layer). With ``"diag"`` and ``"kfac"`` latent variables outside
+            linear layer), or ``"lowrank"`` (the top ``rank`` eigenpairs of the
+            full matrix over all chosen variables plus the diagonal prior, found by
+            randomized subspace iteration from Gauss-Newton-vector products: memory
+            ``O(P rank)``; see :class:`~borch.infer.laplace.structures.LowRankBlock`).
+            With ``"diag"`` and ``"kfac"`` latent variables outside
             ``torch.nn.Linear`` layers get a dense block each.
         subset: the latent variables to approximate (the others stay at the mode):
             all by default, ``"last_layer"`` for the last linear layer the model ran,
@@ -84,6 +93,8 @@ def laplace_posterior(
         min_eigenvalue: see :class:`Laplace` (``structure="full"``'s ``laplace``).
         validation: ``(args, targets)`` for ``prior_precision="validation"``: the
             model's inputs (a tuple) and ``{observed site: values}``.
+        rank: for ``structure="lowrank"``, the eigenpairs kept: an integer from 1
+            to the number of parameters (default ``min(10, P)``).
 
     Example:
         >>> import torch
@@ -120,6 +131,7 @@ def laplace_posterior(
     """
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {STRUCTURES}, got {structure!r}")
+    _check_rank(rank, structure)
     with watching(model) as records:
         with torch.enable_grad():
             loss_closure()
@@ -143,7 +155,7 @@ def laplace_posterior(
         )
     chosen = _chosen(latents, order, subset)
     members = _members(chosen, latents, order, structure)
-    blocks = _blocks(members, latents, structure)
+    blocks = _blocks(members, latents, structure, rank)
     _fill(blocks, observed)
     transforms = {name: point_mass_of(latents[name]).transform for name in chosen}
     log_likelihood = sum(_site_log_likelihood(site) for site in observed)
@@ -234,13 +246,34 @@ def _refuse_dense(size: int, what: str) -> None:
             f"structure='full' over {what} of {size:,} parameters needs a {size:,} x "
             f"{size:,} float64 matrix and its eigendecomposition, about "
             f"{needed / 2**30:,.1f} GiB (limit {FULL_MEMORY_LIMIT / 2**30:.0f} GiB): "
-            "use structure='diag' or 'kfac', or subset='last_layer'"
+            "use structure='diag', 'kfac' or 'lowrank', or subset='last_layer'"
         )
 
 
-def _blocks(members: list, latents: dict, structure: str) -> list:
+def _check_rank(rank: Any, structure: str) -> None:
+    if rank is None:
+        return
+    if structure != "lowrank":
+        raise ValueError(
+            f"rank={rank!r} applies to structure='lowrank' only, got {structure!r}"
+        )
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be a positive integer, got {rank!r}")
+
+
+def _blocks(members: list, latents: dict, structure: str, rank: int | None) -> list:
     def params_of(names):
         return [latents[n].approximation.unconstrained_value for n in names]
+
+    if structure == "lowrank":
+        names = [n for m in members for n in m.names]
+        size = sum(latents[n].value.numel() for n in names)
+        if rank is not None and rank > size:
+            raise ValueError(
+                f"rank={rank} exceeds the {size} parameters of the chosen variables"
+            )
+        chosen_rank = min(DEFAULT_RANK, size) if rank is None else rank
+        return [LowRankBlock(names, params_of(names), members, chosen_rank)]
 
     if structure == "full":
         names = [n for m in members for n in m.names]
@@ -334,7 +367,7 @@ def _model_priors(blocks: list, latents: dict) -> list:
             return total
 
         with torch.enable_grad():
-            if isinstance(block, DenseBlock):
+            if isinstance(block, DenseBlock) and not isinstance(block, LowRankBlock):
                 curvature = hessian(negative_log_prior, block.params).double()
             else:
                 curvature = _separable_diagonal(negative_log_prior, block.params)

@@ -38,9 +38,9 @@ class LaplacePosterior:
 
     Attributes:
         names: the approximated latent variables.
-        structure: ``"full"``, ``"diag"`` or ``"kfac"``.
+        structure: ``"full"``, ``"diag"``, ``"kfac"`` or ``"lowrank"``.
         blocks: one per linear layer (``"diag"``, ``"kfac"``) or other variable, or
-            a single one (``"full"``).
+            a single one (``"full"``, ``"lowrank"``).
         log_likelihood: the log likelihood of the data at the mode.
     """
 

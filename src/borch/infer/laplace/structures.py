@@ -9,7 +9,9 @@ of the model's outputs under the linearised model (for the GLM predictive).
 * :class:`DiagonalLinearBlock`: the diagonal, for the weight and bias of a linear layer;
 * :class:`KroneckerLinearBlock`: ``G (x) A / N`` for a linear layer (KFAC: Martens
   and Grosse, 2015), ``A`` from the layer's inputs, ``G`` from the backpropagated
-  Fisher factors, ``N`` the rows seen.
+  Fisher factors, ``N`` the rows seen;
+* :class:`LowRankBlock`: the top eigenpairs of the full matrix of any parameters,
+  found from matrix products without forming it.
 
 The prior precision of a block is a scalar (isotropic Gaussian prior), or, from the
 model's own priors, a vector (its diagonal) or a matrix (dense blocks only).
@@ -338,6 +340,185 @@ class KroneckerLinearBlock(LinearBlock):
         return torch.einsum("bko,blo,bo->bkl", grads, grads, per_output)
 
 
+class LowRankBlock(DenseBlock):
+    """The Gauss-Newton matrix of any parameters as ``U diag(lam) U^T``, its top
+    ``rank`` eigenpairs, plus a diagonal prior precision ``D``.
+
+    The block keeps each direction's Jacobian pieces (per row: ``g`` and ``a`` of a
+    linear layer, dense rows for other variables; ``O(B (out + in))`` a layer, never
+    ``O(P^2)``) and multiplies the matrix by ``P x m`` blocks of vectors from them.
+    :meth:`finish` runs randomized subspace iteration (Halko, Martinsson and Tropp,
+    2011): ``m = rank + OVERSAMPLING`` Gaussian vectors (a fixed seed, the global
+    generator untouched), ``POWER_ITERATIONS`` products each re-orthonormalised, and
+    the eigendecomposition of the ``m x m`` projection; memory ``O(P m)``. It is
+    exact when the matrix's rank is at most ``m``.
+
+    With ``W = U diag(lam)^(1/2)`` and ``C = I + W^T D^-1 W`` (``rank x rank``) the
+    precision ``D + W W^T`` has log determinant ``sum log D + log det C`` (the
+    matrix determinant lemma) and covariance ``D^-1 - D^-1 W C^-1 W^T D^-1``
+    (Woodbury); draws are ``D^-1/2 (z + V ((1 + s^2)^-1/2 - 1) V^T z)`` with
+    ``D^-1/2 W = V diag(s) R^T`` a thin SVD: exact for "low rank + diagonal".
+    """
+
+    OVERSAMPLING = 10
+    POWER_ITERATIONS = 2
+
+    def __init__(
+        self, names: list[str], params: list[Tensor], members: list, rank: int
+    ) -> None:
+        Block.__init__(self, names, params)
+        self.members = members
+        self.rank = rank
+        self.eigenvalues: Tensor | None = None
+        self.eigenvectors: Tensor | None = None
+        self._directions: list[tuple[dict, dict]] = []
+
+    def add_pieces(
+        self,
+        pieces: dict[str, LinearPiece | None],
+        other_rows: dict[int, Tensor],
+        count: int,
+        like: Tensor,
+    ) -> None:
+        """Keep one direction's pieces for the products of :meth:`finish`."""
+        self._directions.append((pieces, other_rows))
+
+    def _product(self, vectors: Tensor) -> Tensor:
+        """The Gauss-Newton matrix times ``vectors`` ``(P, m)``. A linear layer's
+        rows along every direction share its inputs ``a``: ``a`` is contracted
+        with the vectors once, and with the backpropagated ``sum g y^T`` once, so
+        the cost is ``O(B P m)`` whatever the number of directions."""
+        sizes = [self._member_size(i) for i in range(len(self.members))]
+        parts = vectors.split(sizes)
+        result = torch.zeros_like(vectors)
+        targets = result.split(sizes)
+        linear = {}  # position -> [inputs, a . vectors, [(g, y) per direction]]
+        for j, (member, part) in enumerate(zip(self.members, parts)):
+            if member.record is not None:
+                bias = len(member.names) == 2
+                inputs = _augmented(member.record.inputs.double(), bias)
+                weight = _as_matrix(part, member.record.module.out_features, bias)
+                linear[j] = [inputs, torch.einsum("bi,oim->bom", inputs, weight), []]
+        for pieces, other_rows in self._directions:
+            projected = 0
+            used = []
+            for j, member in enumerate(self.members):
+                if member.record is None:
+                    index = sum(len(m.names) for m in self.members[:j])
+                    rows = other_rows[id(self.params[index])].double()
+                    projected = projected + rows @ parts[j]
+                    used.append((j, rows))
+                    continue
+                piece = pieces.get(member.record.path)
+                if piece is not None:
+                    grad = piece.grad.double()
+                    projected = projected + torch.einsum(
+                        "bo,bom->bm", grad, linear[j][1]
+                    )
+                    used.append((j, grad))
+            for j, factor in used:
+                if j in linear:
+                    linear[j][2].append((factor, projected))
+                else:
+                    targets[j].add_(factor.T @ projected)
+        for j, (inputs, _, pairs) in linear.items():
+            linear[j][1] = None  # free a . vectors before the backward contraction
+            if pairs:
+                grads = torch.stack([g for g, _ in pairs], dim=2)  # (B, out, K)
+                ys = torch.stack([y for _, y in pairs], dim=1)  # (B, K, m)
+                full = torch.einsum("bi,bom->oim", inputs, torch.bmm(grads, ys))
+                targets[j].add_(_from_matrix(full, len(self.members[j].names) == 2))
+        return result
+
+    def _member_size(self, position: int) -> int:
+        start = sum(len(m.names) for m in self.members[:position])
+        width = len(self.members[position].names)
+        return sum(p.numel() for p in self.params[start : start + width])
+
+    def finish(self) -> None:
+        """Find the top eigenpairs; the stored pieces are then dropped."""
+        columns = min(self.rank + self.OVERSAMPLING, self.size)
+        generator = torch.Generator().manual_seed(0)
+        device = self.mean[0].device
+        basis = torch.randn(
+            self.size, columns, dtype=torch.float64, generator=generator
+        )
+        basis = basis.to(device)
+        for _ in range(self.POWER_ITERATIONS + 1):
+            product = self._product(basis)
+            del basis  # one P x m matrix fewer at the QR's peak
+            basis = torch.linalg.qr(product)[0]
+            del product
+        projection = basis.T @ self._product(basis)
+        values, vectors = torch.linalg.eigh(0.5 * (projection + projection.T))
+        values, vectors = values.flip(0)[: self.rank], vectors.flip(1)[:, : self.rank]
+        self.eigenvalues = values.clamp(min=0)
+        self.eigenvectors = basis @ vectors
+        self._directions = []
+
+    def _parts(self, prior: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``D`` (a vector), ``W`` and the Cholesky factor of ``C``."""
+        if prior.dim() == 2:
+            raise ValueError(
+                f"structure='lowrank' needs a diagonal prior precision for {self.names}"
+            )
+        diagonal = prior.to(self.eigenvectors.device).expand(self.size)
+        root = self.eigenvectors * self.eigenvalues.sqrt()
+        inner = root.T @ (root / diagonal[:, None])
+        eye = torch.eye(self.rank, dtype=torch.float64, device=root.device)
+        return diagonal, root, torch.linalg.cholesky(eye + inner)
+
+    def log_det(self, prior: Tensor) -> Tensor:
+        diagonal, _, cholesky = self._parts(prior)
+        return diagonal.log().sum() + 2 * cholesky.diagonal().log().sum()
+
+    def noise(self, prior: Tensor, count: int, generator) -> list[Tensor]:
+        diagonal, root, _ = self._parts(prior)
+        scale = diagonal.rsqrt()
+        left, singular, _ = torch.linalg.svd(root * scale[:, None], full_matrices=False)
+        z = torch.randn(count, self.size, dtype=torch.float64, generator=generator)
+        z = z.to(root.device)
+        shrink = (1 + singular.pow(2)).rsqrt() - 1
+        return self.split((z + ((z @ left) * shrink) @ left.T) * scale)
+
+    def _correction(self, rows: Tensor, prior: Tensor) -> tuple[Tensor, Tensor]:
+        """``rows D^-1`` and ``rows D^-1 W L^-T`` (``C = L L^T``), rows ``(..., P)``."""
+        diagonal, root, cholesky = self._parts(prior)
+        scaled = rows.double() / diagonal
+        solved = torch.linalg.solve_triangular(
+            cholesky, (scaled @ root).transpose(-1, -2), upper=False
+        )
+        return scaled, solved.transpose(-1, -2)
+
+    def covariance(self, prior: Tensor) -> Tensor:
+        eye = torch.eye(self.size, dtype=torch.float64, device=self.eigenvectors.device)
+        scaled, solved = self._correction(eye, prior)
+        return scaled - solved @ solved.T
+
+    def output_covariance(self, rows: Tensor, prior: Tensor) -> Tensor:
+        scaled, solved = self._correction(rows, prior)
+        return torch.einsum("bkp,blp->bkl", scaled, rows.double()) - (
+            solved @ solved.transpose(-1, -2)
+        )
+
+
+def _as_matrix(part: Tensor, out: int, bias: bool) -> Tensor:
+    """A linear layer's ``(out*in [+ out], m)`` vectors as ``(out, in [+ 1], m)``."""
+    if not bias:
+        return part.reshape(out, -1, part.shape[-1])
+    width = part.shape[0] // out - 1
+    weight = part[: out * width].reshape(out, width, -1)
+    return torch.cat([weight, part[out * width :].reshape(out, 1, -1)], dim=1)
+
+
+def _from_matrix(full: Tensor, bias: bool) -> Tensor:
+    """The inverse of :func:`_as_matrix`."""
+    out, columns, count = full.shape
+    if not bias:
+        return full.reshape(out * columns, count)
+    return torch.cat([full[:, :-1].reshape(-1, count), full[:, -1]])
+
+
 def scalar_prior_term(block: Block, precision: Tensor) -> Tensor:
     """``log N(mode | 0, precision^-1 I)`` of a block (the prior of the evidence)."""
     return 0.5 * (
@@ -352,6 +533,7 @@ __all__ = [
     "DiagonalLinearBlock",
     "KroneckerLinearBlock",
     "LinearPiece",
+    "LowRankBlock",
     "dense_bytes",
     "scalar_prior_term",
 ]
