@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from borch.checkpointing import write_atomically
 from borch.validation import check_count
 
 
@@ -59,9 +60,7 @@ class ChainCheckpoint:
     def save(self, payload: dict[str, Any]) -> None:
         """Write ``payload`` (with the header) in place of the last checkpoint."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".pt.partial")
-        torch.save({"header": self.header, **payload}, partial)
-        os.replace(partial, self.path)
+        write_atomically({"header": self.header, **payload}, self.path)
 
     def load(self) -> dict[str, Any] | None:
         """The saved payload, or ``None`` if there is no checkpoint yet."""
