@@ -12,8 +12,12 @@ seconds to fit and predict, and the AUROC of the predictive entropy for telling 
 digits from inverted digits and from uniform noise images.
 
 The validation rows train a second network on 80% of the training split and pick
-the prior precision on the other 20% (borch: ``prior_precision="validation"``;
-laplace-torch: ``optimize_prior_precision(method="gridsearch", val_loader=...)``).
+the prior precision of a last-layer KFAC on the other 20% (borch:
+``optimize_prior_precision("validation", rule=..., link=...)`` with the rules
+``"one_standard_error"``, the default, and ``"best"``; laplace-torch:
+``optimize_prior_precision(method="gridsearch", val_loader=...)``), next to the
+same network with the prior its weight decay implies (precision ``weight_decay *
+N``) and the one maximising the log marginal likelihood.
 
 Run ``python benchmarks/laplace_digits.py`` (writes
 ``benchmarks/results/laplace_digits.json``); PYTHONPATH must reach borch's ``src``
@@ -128,7 +132,9 @@ def metrics(probs, y, ood_probs):
     }
 
 
-def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, validation=None):
+def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, rule=None):
+    """``prior``: a number, ``"marginal_likelihood"`` or ``(args, targets)`` of a
+    validation set, to choose by ``rule`` on the ``link`` predictive."""
     torch.manual_seed(0)
     start = time.perf_counter()
     model = Classifier(net)
@@ -143,9 +149,12 @@ def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, validation
         closure,
         structure=structure,
         subset=subset,
-        prior_precision=prior,
-        validation=validation,
+        prior_precision=prior if rule is None else None,
     )
+    if rule is not None:
+        approx.optimize_prior_precision(
+            "validation", validation=prior, rule=rule, link=link
+        )
 
     def predict(inputs):
         generator = torch.Generator().manual_seed(0)
@@ -218,21 +227,18 @@ def main() -> None:
                 name, "torch", probs, {k: net(v).softmax(-1) for k, v in ood.items()}, 0
             )
 
-    def compare(name, net, x, y, subset, structure, link, validation=None):
-        """borch's row and, when installed, laplace-torch's for one configuration."""
-        prior = "marginal_likelihood" if validation is None else "validation"
-        borch_validation = (
-            None if validation is None else ((validation[0],), {"y": validation[1]})
-        )
-        probs, ood_probs, seconds, approx = borch_run(
-            net, x, y, x_test, ood, subset, structure, link, prior, borch_validation
-        )
+    def add_borch(name, *run_args, **run_kwargs):
+        probs, ood_probs, seconds, approx = borch_run(*run_args, **run_kwargs)
         precision = {"prior_precision": float(approx.prior_precision[0])}
         add(name, "borch", probs, ood_probs, seconds, precision)
+
+    def compare(name, net, x, y, subset, structure, link):
+        """borch's row and, when installed, laplace-torch's for one configuration."""
+        add_borch(
+            name, net, x, y, x_test, ood, subset, structure, link, "marginal_likelihood"
+        )
         if laplace_torch is not None:
-            anchor = laplace_torch_run(
-                net, x, y, x_test, ood, subset, structure, link, validation
-            )
+            anchor = laplace_torch_run(net, x, y, x_test, ood, subset, structure, link)
             add(name, "laplace-torch", *anchor)
 
     net = train_map(x_train, y_train)
@@ -240,15 +246,31 @@ def main() -> None:
     for name, subset, structure, link in CONFIGS:
         compare(name, net, x_train, y_train, subset, structure, link)
 
-    # prior precision by a validation set: a network trained on 80% of the training split
+    # the prior of a last-layer KFAC by a validation set: a network trained on 80% of
+    # the training split, the prior chosen on the other 20%
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, random_state=0
     )
     small = train_map(x_fit, y_fit)
     add_map("MAP (80% of training)", small)
+    fit = (small, x_fit, y_fit, x_test, ood, "last_layer", "kfac")
+    validation = ((x_val,), {"y": y_val})
     for link in ("mc", "probit"):
-        name = f"last layer, KFAC, {link}, validation"
-        compare(name, small, x_fit, y_fit, "last_layer", "kfac", link, (x_val, y_val))
+        for rule in ("one_standard_error", "best"):
+            name = f"last layer, KFAC, {link}, validation, {rule}"
+            add_borch(name, *fit, link, validation, rule=rule)
+        if laplace_torch is not None:
+            anchor = laplace_torch_run(*fit, link, (x_val, y_val))
+            add(f"last layer, KFAC, {link}, validation", "laplace-torch", *anchor)
+        add_borch(
+            f"last layer, KFAC, {link}, weight decay x N", *fit, link, 1e-4 * len(x_fit)
+        )
+        add_borch(
+            f"last layer, KFAC, {link}, marginal likelihood",
+            *fit,
+            link,
+            "marginal_likelihood",
+        )
     folder = pathlib.Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
     (folder / "laplace_digits.json").write_text(json.dumps(rows, indent=2))
