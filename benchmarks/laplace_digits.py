@@ -19,13 +19,14 @@ the prior precision of a last-layer KFAC on the other 20% (borch:
 same network with the prior its weight decay implies (precision ``weight_decay *
 N``) and the one maximising the log marginal likelihood.
 
-Run ``python benchmarks/laplace_digits.py`` (writes
+Run ``python benchmarks/laplace_digits.py [--seeds N]`` (writes
 ``benchmarks/results/laplace_digits.json``); PYTHONPATH must reach borch's ``src``
 when run from another environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import math
@@ -203,20 +204,43 @@ def laplace_torch_run(net, x, y, x_test, ood, subset, structure, link, validatio
     return probs, {k: predict(v) for k, v in ood.items()}, seconds
 
 
+def point_nll(probs, y):
+    return -probs.double().clamp_min(1e-12)[torch.arange(len(y)), y].log()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="repeat the validation rows (borch only) for networks trained from "
+        "seeds 1..SEEDS (the data split stays)",
+    )
+    options = parser.parse_args()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test, ood = data()
     rows = []
+    map_nll = []  # per test point, of the latest MAP row
 
     def add(name, library, probs, ood_probs, seconds, extra=None):
         row = {"configuration": name, "library": library, "seconds": seconds}
         row.update(metrics(probs, y_test, ood_probs))
         row.update(extra or {})
+        nll = point_nll(probs, y_test)
+        if library == "torch":
+            map_nll[:] = [nll]
+        else:  # against MAP on the same test points: mean and standard error
+            difference = nll - map_nll[0]
+            row["nll_minus_map"] = difference.mean().item()
+            row["nll_minus_map_se"] = (difference.std() / len(nll) ** 0.5).item()
         rows.append(row)
         print(
-            f"{name:36} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.3f} "
+            f"{name:36} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.4f} "
             f"ECE {row['ece']:.3f} AUROC inv {row['auroc_inverted']:.3f} noise "
-            f"{row['auroc_noise']:.3f} {seconds:6.2f}s",
+            f"{row['auroc_noise']:.3f} {seconds:6.2f}s "
+            f"precision {row.get('prior_precision', float('nan')):.4g} NLL - MAP "
+            f"{row.get('nll_minus_map', 0):+.4f} +- {row.get('nll_minus_map_se', 0):.4f}",
             flush=True,
         )
 
@@ -251,26 +275,31 @@ def main() -> None:
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, random_state=0
     )
-    small = train_map(x_fit, y_fit)
-    add_map("MAP (80% of training)", small)
-    fit = (small, x_fit, y_fit, x_test, ood, "last_layer", "kfac")
     validation = ((x_val,), {"y": y_val})
-    for link in ("mc", "probit"):
-        for rule in ("one_standard_error", "best"):
-            name = f"last layer, KFAC, {link}, validation, {rule}"
-            add_borch(name, *fit, link, validation, rule=rule)
-        if laplace_torch is not None:
-            anchor = laplace_torch_run(*fit, link, (x_val, y_val))
-            add(f"last layer, KFAC, {link}, validation", "laplace-torch", *anchor)
-        add_borch(
-            f"last layer, KFAC, {link}, weight decay x N", *fit, link, 1e-4 * len(x_fit)
-        )
-        add_borch(
-            f"last layer, KFAC, {link}, marginal likelihood",
-            *fit,
-            link,
-            "marginal_likelihood",
-        )
+    for seed in range(options.seeds + 1):
+        tag = "" if seed == 0 else f", seed {seed}"
+        small = train_map(x_fit, y_fit, seed)
+        add_map(f"MAP (80% of training){tag}", small)
+        fit = (small, x_fit, y_fit, x_test, ood, "last_layer", "kfac")
+        for link in ("mc", "probit"):
+            for rule in ("one_standard_error", "best"):
+                name = f"last layer, KFAC, {link}, validation, {rule}{tag}"
+                add_borch(name, *fit, link, validation, rule=rule)
+            if seed:
+                continue
+            if laplace_torch is not None:
+                anchor = laplace_torch_run(*fit, link, (x_val, y_val))
+                add(f"last layer, KFAC, {link}, validation", "laplace-torch", *anchor)
+            weight_decay = 1e-4 * len(x_fit)
+            add_borch(
+                f"last layer, KFAC, {link}, weight decay x N", *fit, link, weight_decay
+            )
+            add_borch(
+                f"last layer, KFAC, {link}, marginal likelihood",
+                *fit,
+                link,
+                "marginal_likelihood",
+            )
     folder = pathlib.Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
     (folder / "laplace_digits.json").write_text(json.dumps(rows, indent=2))
