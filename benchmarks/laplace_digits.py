@@ -12,16 +12,21 @@ seconds to fit and predict, and the AUROC of the predictive entropy for telling 
 digits from inverted digits and from uniform noise images.
 
 The validation rows train a second network on 80% of the training split and pick
-the prior precision on the other 20% (borch: ``prior_precision="validation"``;
-laplace-torch: ``optimize_prior_precision(method="gridsearch", val_loader=...)``).
+the prior precision of a last-layer KFAC on the other 20% (borch:
+``optimize_prior_precision("validation", rule=..., link=...)`` with the rules
+``"one_standard_error"``, the default, and ``"best"``; laplace-torch:
+``optimize_prior_precision(method="gridsearch", val_loader=...)``), next to the
+same network with the prior its weight decay implies (precision ``weight_decay *
+N``) and the one maximising the log marginal likelihood.
 
-Run ``python benchmarks/laplace_digits.py`` (writes
+Run ``python benchmarks/laplace_digits.py [--seeds N]`` (writes
 ``benchmarks/results/laplace_digits.json``); PYTHONPATH must reach borch's ``src``
 when run from another environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import math
@@ -128,7 +133,9 @@ def metrics(probs, y, ood_probs):
     }
 
 
-def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, validation=None):
+def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, rule=None):
+    """``prior``: a number, ``"marginal_likelihood"`` or ``(args, targets)`` of a
+    validation set, to choose by ``rule`` on the ``link`` predictive."""
     torch.manual_seed(0)
     start = time.perf_counter()
     model = Classifier(net)
@@ -143,9 +150,12 @@ def borch_run(net, x, y, x_test, ood, subset, structure, link, prior, validation
         closure,
         structure=structure,
         subset=subset,
-        prior_precision=prior,
-        validation=validation,
+        prior_precision=prior if rule is None else None,
     )
+    if rule is not None:
+        approx.optimize_prior_precision(
+            "validation", validation=prior, rule=rule, link=link
+        )
 
     def predict(inputs):
         generator = torch.Generator().manual_seed(0)
@@ -194,20 +204,43 @@ def laplace_torch_run(net, x, y, x_test, ood, subset, structure, link, validatio
     return probs, {k: predict(v) for k, v in ood.items()}, seconds
 
 
+def point_nll(probs, y):
+    return -probs.double().clamp_min(1e-12)[torch.arange(len(y)), y].log()
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="repeat the validation rows (borch only) for networks trained from "
+        "seeds 1..SEEDS (the data split stays)",
+    )
+    options = parser.parse_args()
     torch.set_num_threads(1)
     x_train, y_train, x_test, y_test, ood = data()
     rows = []
+    map_nll = []  # per test point, of the latest MAP row
 
     def add(name, library, probs, ood_probs, seconds, extra=None):
         row = {"configuration": name, "library": library, "seconds": seconds}
         row.update(metrics(probs, y_test, ood_probs))
         row.update(extra or {})
+        nll = point_nll(probs, y_test)
+        if library == "torch":
+            map_nll[:] = [nll]
+        else:  # against MAP on the same test points: mean and standard error
+            difference = nll - map_nll[0]
+            row["nll_minus_map"] = difference.mean().item()
+            row["nll_minus_map_se"] = (difference.std() / len(nll) ** 0.5).item()
         rows.append(row)
         print(
-            f"{name:36} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.3f} "
+            f"{name:36} {library:14} acc {row['accuracy']:.3f} NLL {row['nll']:.4f} "
             f"ECE {row['ece']:.3f} AUROC inv {row['auroc_inverted']:.3f} noise "
-            f"{row['auroc_noise']:.3f} {seconds:6.2f}s",
+            f"{row['auroc_noise']:.3f} {seconds:6.2f}s "
+            f"precision {row.get('prior_precision', float('nan')):.4g} NLL - MAP "
+            f"{row.get('nll_minus_map', 0):+.4f} +- {row.get('nll_minus_map_se', 0):.4f}",
             flush=True,
         )
 
@@ -218,21 +251,18 @@ def main() -> None:
                 name, "torch", probs, {k: net(v).softmax(-1) for k, v in ood.items()}, 0
             )
 
-    def compare(name, net, x, y, subset, structure, link, validation=None):
-        """borch's row and, when installed, laplace-torch's for one configuration."""
-        prior = "marginal_likelihood" if validation is None else "validation"
-        borch_validation = (
-            None if validation is None else ((validation[0],), {"y": validation[1]})
-        )
-        probs, ood_probs, seconds, approx = borch_run(
-            net, x, y, x_test, ood, subset, structure, link, prior, borch_validation
-        )
+    def add_borch(name, *run_args, **run_kwargs):
+        probs, ood_probs, seconds, approx = borch_run(*run_args, **run_kwargs)
         precision = {"prior_precision": float(approx.prior_precision[0])}
         add(name, "borch", probs, ood_probs, seconds, precision)
+
+    def compare(name, net, x, y, subset, structure, link):
+        """borch's row and, when installed, laplace-torch's for one configuration."""
+        add_borch(
+            name, net, x, y, x_test, ood, subset, structure, link, "marginal_likelihood"
+        )
         if laplace_torch is not None:
-            anchor = laplace_torch_run(
-                net, x, y, x_test, ood, subset, structure, link, validation
-            )
+            anchor = laplace_torch_run(net, x, y, x_test, ood, subset, structure, link)
             add(name, "laplace-torch", *anchor)
 
     net = train_map(x_train, y_train)
@@ -240,15 +270,36 @@ def main() -> None:
     for name, subset, structure, link in CONFIGS:
         compare(name, net, x_train, y_train, subset, structure, link)
 
-    # prior precision by a validation set: a network trained on 80% of the training split
+    # the prior of a last-layer KFAC by a validation set: a network trained on 80% of
+    # the training split, the prior chosen on the other 20%
     x_fit, x_val, y_fit, y_val = train_test_split(
         x_train, y_train, test_size=0.2, random_state=0
     )
-    small = train_map(x_fit, y_fit)
-    add_map("MAP (80% of training)", small)
-    for link in ("mc", "probit"):
-        name = f"last layer, KFAC, {link}, validation"
-        compare(name, small, x_fit, y_fit, "last_layer", "kfac", link, (x_val, y_val))
+    validation = ((x_val,), {"y": y_val})
+    for seed in range(options.seeds + 1):
+        tag = "" if seed == 0 else f", seed {seed}"
+        small = train_map(x_fit, y_fit, seed)
+        add_map(f"MAP (80% of training){tag}", small)
+        fit = (small, x_fit, y_fit, x_test, ood, "last_layer", "kfac")
+        for link in ("mc", "probit"):
+            for rule in ("one_standard_error", "best"):
+                name = f"last layer, KFAC, {link}, validation, {rule}{tag}"
+                add_borch(name, *fit, link, validation, rule=rule)
+            if seed:
+                continue
+            if laplace_torch is not None:
+                anchor = laplace_torch_run(*fit, link, (x_val, y_val))
+                add(f"last layer, KFAC, {link}, validation", "laplace-torch", *anchor)
+            weight_decay = 1e-4 * len(x_fit)
+            add_borch(
+                f"last layer, KFAC, {link}, weight decay x N", *fit, link, weight_decay
+            )
+            add_borch(
+                f"last layer, KFAC, {link}, marginal likelihood",
+                *fit,
+                link,
+                "marginal_likelihood",
+            )
     folder = pathlib.Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
     (folder / "laplace_digits.json").write_text(json.dumps(rows, indent=2))

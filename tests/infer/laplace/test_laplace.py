@@ -14,7 +14,7 @@ from tests.infer.hmc.test_model_conversion import Network
 from tests.infer.models import linear_regression
 
 
-def fit_map(model, args, steps=3):
+def fit_map(model, args, steps=3, max_iter=100):
     """MAP by LBFGS on the negative log joint (vi_loss with point masses)."""
 
     def loss_closure():
@@ -24,7 +24,10 @@ def fit_map(model, args, steps=3):
 
     loss_closure()
     optimizer = torch.optim.LBFGS(
-        model.parameters(), max_iter=100, tolerance_grad=1e-9, tolerance_change=1e-12
+        model.parameters(),
+        max_iter=max_iter,
+        tolerance_grad=1e-9,
+        tolerance_change=1e-12,
     )
 
     def step():

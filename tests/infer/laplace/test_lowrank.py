@@ -142,3 +142,22 @@ def test_a_latent_outside_linear_layers_joins_the_low_rank_block():
         rtol=0,
         atol=1e-6,
     )
+
+
+def test_the_products_do_not_depend_on_the_chunk_of_output_rows(monkeypatch):
+    """Layers of 5 and 3 outputs in chunks of 2 rows (the last one shorter) give
+    the matrix-vector products of a single chunk."""
+    from borch.infer.laplace.structures import LowRankBlock
+
+    model, _, closure = network("categorical")
+    whole = laplace_posterior(model, closure, structure="lowrank", prior_precision=1.0)
+    monkeypatch.setattr(LowRankBlock, "ROWS_PER_CHUNK", 2)
+    chunked = laplace_posterior(
+        model, closure, structure="lowrank", prior_precision=1.0
+    )
+    torch.testing.assert_close(
+        chunked.blocks[0].eigenvalues, whole.blocks[0].eigenvalues, rtol=1e-10, atol=0
+    )
+    torch.testing.assert_close(
+        chunked.blocks[0].covariance(PRIOR), whole.blocks[0].covariance(PRIOR)
+    )

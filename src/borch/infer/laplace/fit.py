@@ -89,7 +89,11 @@ def laplace_posterior(
         prior_precision: ``None`` for the model's own priors (their curvature at the
             mode); a number, or one per block, for a zero-mean Gaussian prior; or
             ``"marginal_likelihood"`` / ``"validation"`` to tune one number by the
-            log evidence or by the predictive log likelihood of ``validation``.
+            log evidence or by the linearised predictive's log density of
+            ``validation`` (by Monte Carlo; the widest prior within one standard
+            error of the best, see
+            :meth:`~borch.infer.laplace.posterior.LaplacePosterior.optimize_prior_precision`
+            for the other rule and link).
         min_eigenvalue: see :class:`Laplace` (``structure="full"``'s ``laplace``).
         validation: ``(args, targets)`` for ``prior_precision="validation"``: the
             model's inputs (a tuple) and ``{observed site: values}``.

@@ -25,11 +25,9 @@ from borch.infer.laplace.structures import (
     DenseBlock,
     scalar_prior_term,
 )
+from borch.infer.laplace.validation import VALIDATION_GRID, check_rule, choose
 from borch.sites import sites
 from borch.traversal import sample
-
-#: The grid ``prior_precision="validation"`` searches.
-VALIDATION_GRID = torch.logspace(-4, 4, 33, dtype=torch.float64)
 
 
 class LaplacePosterior:
@@ -145,19 +143,28 @@ class LaplacePosterior:
         validation: tuple | None = None,
         steps: int = 200,
         num_samples: int = 100,
+        rule: str = "one_standard_error",
+        link: str = "mc",
     ) -> list[Tensor]:
         """Tune the Gaussian prior precision and keep it; returns it per block.
 
         Args:
             method: ``"marginal_likelihood"`` (Adam on the log precision, maximising
-                :meth:`log_marginal_likelihood`) or ``"validation"`` (the value of
-                :data:`VALIDATION_GRID` with the highest log predictive density of
-                ``validation`` under the linearised predictive).
+                :meth:`log_marginal_likelihood`) or ``"validation"`` (a value of
+                :data:`~borch.infer.laplace.validation.VALIDATION_GRID` chosen by
+                ``rule`` from the log predictive densities of ``validation``
+                under the linearised predictive).
             per_layer: one precision per block (marginal likelihood only).
             validation: ``(args, targets)``: the model's inputs (a tuple) and
                 ``{observed name: values}``.
             steps: Adam steps for the marginal likelihood.
             num_samples: Monte Carlo draws of the validation predictive.
+            rule: ``"one_standard_error"``: the widest prior whose validation log
+                density is within one standard error (of the per-point
+                differences) of the best one; ``"best"``: the best one. See
+                :mod:`borch.infer.laplace.validation`.
+            link: the predictive scored: ``"mc"`` or ``"probit"``, as in
+                :meth:`predictive`.
         """
         if method == "marginal_likelihood":
             count = len(self.blocks) if per_layer else 1
@@ -172,14 +179,22 @@ class LaplacePosterior:
         elif method == "validation":
             if per_layer:
                 raise ValueError("per_layer=True needs method='marginal_likelihood'")
-            self.prior_precision = self._best_on(validation, num_samples)
+            check_rule(rule)
+            log_densities = self._validation_log_densities(
+                validation, _count(num_samples), link
+            )
+            self.prior_precision = VALIDATION_GRID[choose(log_densities, rule)]
         else:
             raise ValueError(
                 f"method must be 'marginal_likelihood' or 'validation', got {method!r}"
             )
         return self.prior_precision
 
-    def _best_on(self, validation: Any, num_samples: int) -> Tensor:
+    def _validation_log_densities(
+        self, validation: Any, num_samples: int, link: str
+    ) -> Tensor:
+        """``(grid, points)``: every validation value's log predictive density
+        under every value of the grid."""
         if not (isinstance(validation, tuple) and len(validation) == 2):
             raise TypeError(
                 "validation must be (args, targets): the model's inputs as a tuple "
@@ -191,6 +206,8 @@ class LaplacePosterior:
                 f"validation targets must be {{observed name: values}}, got "
                 f"{type(targets).__name__}"
             )
+        if link not in ("mc", "probit"):
+            raise ValueError(f"link must be 'mc' or 'probit', got {link!r}")
         linearised = self.linearise(*args)
         for name in targets:
             if name not in linearised:
@@ -198,20 +215,23 @@ class LaplacePosterior:
                     f"validation targets name '{name}', which is not an observed "
                     f"variable of this run; they are {list(linearised)}"
                 )
-        scores = []
+        rows = []
         for value in VALIDATION_GRID:
             priors = self._per_block(value)
-            total = 0.0
+            per_point = []
             for name, target in targets.items():
                 output = linearised[name]
+                target = target.to(output.mean.device)
+                if link == "probit":
+                    per_point.append(output.probit(priors).log_prob(target).reshape(-1))
+                    continue
                 predictive = output.sample_distribution(
                     priors, num_samples, torch.Generator().manual_seed(0)
                 )
-                log_density = predictive.log_prob(target.to(output.mean.device))
-                log_density = log_density.reshape(num_samples, -1)
-                total += float((log_density.logsumexp(0) - math.log(num_samples)).sum())
-            scores.append(total)
-        return VALIDATION_GRID[int(torch.tensor(scores).argmax())]
+                log_density = predictive.log_prob(target).reshape(num_samples, -1)
+                per_point.append(log_density.logsumexp(0) - math.log(num_samples))
+            rows.append(torch.cat(per_point).double().cpu())
+        return torch.stack(rows)
 
     # ------------------------------------------------------------------ draws
     def samples(

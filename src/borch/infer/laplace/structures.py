@@ -20,6 +20,8 @@ model's own priors, a vector (its diagonal) or a matrix (dense blocks only).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -387,18 +389,18 @@ class LowRankBlock(DenseBlock):
         """The Gauss-Newton matrix times ``vectors`` ``(P, m)``. A linear layer's
         rows along every direction share its inputs ``a``: ``a`` is contracted
         with the vectors once, and with the backpropagated ``sum g y^T`` once, so
-        the cost is ``O(B P m)`` whatever the number of directions."""
+        the cost is ``O(B P m)`` whatever the number of directions. Both
+        contractions run over :attr:`ROWS_PER_CHUNK` output rows at a time and the
+        result is allocated after ``a . vectors`` is freed: besides ``vectors``
+        and the result, memory ``O(B out m)`` for the layers' ``a . vectors``."""
         sizes = [self._member_size(i) for i in range(len(self.members))]
         parts = vectors.split(sizes)
-        result = torch.zeros_like(vectors)
-        targets = result.split(sizes)
-        linear = {}  # position -> [inputs, a . vectors, [(g, y) per direction]]
+        linear = {}  # position -> a . vectors (B, out, m)
         for j, (member, part) in enumerate(zip(self.members, parts)):
             if member.record is not None:
-                bias = len(member.names) == 2
-                inputs = _augmented(member.record.inputs.double(), bias)
-                weight = _as_matrix(part, member.record.module.out_features, bias)
-                linear[j] = [inputs, torch.einsum("bi,oim->bom", inputs, weight), []]
+                linear[j] = self._inputs_times(member, part)
+        pairs = {j: [] for j in linear}  # position -> [(g, y) per direction]
+        others = {}  # position -> its rows of the product
         for pieces, other_rows in self._directions:
             projected = 0
             used = []
@@ -412,23 +414,63 @@ class LowRankBlock(DenseBlock):
                 piece = pieces.get(member.record.path)
                 if piece is not None:
                     grad = piece.grad.double()
-                    projected = projected + torch.einsum(
-                        "bo,bom->bm", grad, linear[j][1]
-                    )
-                    used.append((j, grad))
+                    projected = projected + torch.einsum("bo,bom->bm", grad, linear[j])
+                    used.append((j, piece.grad))  # float64 again chunk by chunk
             for j, factor in used:
                 if j in linear:
-                    linear[j][2].append((factor, projected))
+                    pairs[j].append((factor, projected))
                 else:
-                    targets[j].add_(factor.T @ projected)
-        for j, (inputs, _, pairs) in linear.items():
-            linear[j][1] = None  # free a . vectors before the backward contraction
-            if pairs:
-                grads = torch.stack([g for g, _ in pairs], dim=2)  # (B, out, K)
-                ys = torch.stack([y for _, y in pairs], dim=1)  # (B, K, m)
-                full = torch.einsum("bi,bom->oim", inputs, torch.bmm(grads, ys))
-                targets[j].add_(_from_matrix(full, len(self.members[j].names) == 2))
+                    others[j] = others.get(j, 0) + factor.T @ projected
+        del linear
+        result = torch.zeros_like(vectors)
+        targets = result.split(sizes)
+        for j, rows in others.items():
+            targets[j].add_(rows)
+        for j, pair in pairs.items():
+            if pair:
+                self._add_backward(self.members[j], pair, targets[j])
         return result
+
+    #: Output rows of a linear layer per step of :meth:`_product`'s contractions.
+    ROWS_PER_CHUNK = 128
+
+    def _chunks(self, member: Any) -> Iterator[tuple[slice, Tensor, bool]]:
+        """The output-row slices of a linear layer, its float64 inputs and whether
+        it has a bias."""
+        out = member.record.module.out_features
+        inputs = member.record.inputs.double()
+        for start in range(0, out, self.ROWS_PER_CHUNK):
+            yield (
+                slice(start, start + self.ROWS_PER_CHUNK),
+                inputs,
+                len(member.names) == 2,
+            )
+
+    def _inputs_times(self, member: Any, part: Tensor) -> Tensor:
+        """``a . vectors`` of a linear layer: ``(B, out, m)``."""
+        out = member.record.module.out_features
+        batch, width = member.record.inputs.shape
+        weight = part[: out * width].view(out, width, -1)
+        result = part.new_empty(batch, out, part.shape[-1])
+        for rows, inputs, bias in self._chunks(member):
+            result[:, rows] = torch.einsum("bi,oim->bom", inputs, weight[rows])
+            if bias:
+                result[:, rows] += part[out * width :][rows]
+        return result
+
+    def _add_backward(self, member: Any, pairs: list, target: Tensor) -> None:
+        """Add ``sum_b a_b (x) sum_k g_bk y_bk^T`` over the directions ``k`` to a
+        linear layer's rows of the product."""
+        out = member.record.module.out_features
+        width = member.record.inputs.shape[1]
+        weight = target[: out * width].view(out, width, -1)
+        ys = torch.stack([y for _, y in pairs], dim=1)  # (B, K, m)
+        for rows, inputs, bias in self._chunks(member):
+            grads = torch.stack([g[:, rows].double() for g, _ in pairs], dim=2)
+            backward = torch.bmm(grads, ys)  # (B, c, m)
+            weight[rows].add_(torch.einsum("bi,bom->oim", inputs, backward))
+            if bias:
+                target[out * width :][rows].add_(backward.sum(0))
 
     def _member_size(self, position: int) -> int:
         start = sum(len(m.names) for m in self.members[:position])
@@ -500,23 +542,6 @@ class LowRankBlock(DenseBlock):
         return torch.einsum("bkp,blp->bkl", scaled, rows.double()) - (
             solved @ solved.transpose(-1, -2)
         )
-
-
-def _as_matrix(part: Tensor, out: int, bias: bool) -> Tensor:
-    """A linear layer's ``(out*in [+ out], m)`` vectors as ``(out, in [+ 1], m)``."""
-    if not bias:
-        return part.reshape(out, -1, part.shape[-1])
-    width = part.shape[0] // out - 1
-    weight = part[: out * width].reshape(out, width, -1)
-    return torch.cat([weight, part[out * width :].reshape(out, 1, -1)], dim=1)
-
-
-def _from_matrix(full: Tensor, bias: bool) -> Tensor:
-    """The inverse of :func:`_as_matrix`."""
-    out, columns, count = full.shape
-    if not bias:
-        return full.reshape(out * columns, count)
-    return torch.cat([full[:, :-1].reshape(-1, count), full[:, -1]])
 
 
 def scalar_prior_term(block: Block, precision: Tensor) -> Tensor:
