@@ -18,6 +18,21 @@ or in one process, without torchrun: ``python examples/ddp_bnn.py``. Each rank p
 its loss; rank 0 prints the held-out accuracy of the posterior predictive. ``--help``
 lists the options.
 
+**Surviving a lost rank.** With ``--checkpoint FILE`` the run saves itself every
+``--save-every`` epochs through :class:`borch.distributed.Checkpointer` (model,
+posterior, optimiser, every rank's random state, the position in the data) and, when
+``FILE`` exists, resumes from it. Under ``torchrun --max-restarts`` a rank that dies
+(``kill -9`` one of them) takes the job down, torchrun starts every rank again, and
+they continue from the last checkpoint, ending with the posterior of an uninterrupted
+run::
+
+    torchrun --standalone --nproc_per_node=2 --max-restarts=3 examples/ddp_bnn.py \
+        --checkpoint ddp_bnn.pt
+
+A file that is truncated or of another network stops the run with a
+``CheckpointError`` naming what is wrong; it never silently starts afresh. The file
+of a finished run makes a new launch skip the training (delete it to train again).
+
 The network is written with ``borch.nn`` (default priors, Normal posteriors that start
 at torch's initial weights); any borch module that returns logits works in its place.
 """
@@ -63,15 +78,16 @@ def iris(seed=0):
 
 
 def setup():
-    """Join the process group torchrun describes (gloo on CPU, nccl on GPU)."""
+    """Join the process group torchrun describes (gloo on CPU, nccl on GPU), in a way
+    that also works when torchrun restarts the ranks."""
     if "WORLD_SIZE" not in os.environ or tdist.is_initialized():
         return torch.device("cpu")
     if torch.cuda.is_available():
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local_rank)
-        tdist.init_process_group("nccl")
+        distributed.init_process_group("nccl")
         return torch.device("cuda", local_rank)
-    tdist.init_process_group("gloo")
+    distributed.init_process_group("gloo")
     return torch.device("cpu")
 
 
@@ -93,6 +109,10 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=0.03)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--print-every", type=int, default=50)
+    parser.add_argument(
+        "--checkpoint", help="file to save the run to and resume it from (optional)"
+    )
+    parser.add_argument("--save-every", type=int, default=10, help="epochs")
     args = parser.parse_args(argv)
 
     device = setup()
@@ -112,14 +132,24 @@ def main(argv=None):
     borch.sample(model)
     wrapper = distributed.data_parallel(model) if tdist.is_initialized() else model
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-
     dataset = TensorDataset(x_train, y_train)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=args.seed)
     batches = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler)
-    for epoch in range(args.epochs):
+    epochs, resumable = range(args.epochs), lambda loader: loader
+    if args.checkpoint is not None:
+        # The checkpointer's loops skip what a resumed run has done and save when due.
+        checkpoints = distributed.Checkpointer(
+            args.checkpoint, wrapper, optimizer, every_epochs=args.save_every
+        )
+        if checkpoints.resume():
+            print(
+                f"rank {rank}/{world} resumed at epoch {checkpoints.epoch}", flush=True
+            )
+        epochs, resumable = checkpoints.epochs(args.epochs), checkpoints.batches
+    for epoch in epochs:
         sampler.set_epoch(epoch)
         total = 0.0
-        for xb, yb in batches:
+        for xb, yb in resumable(batches):
             borch.sample(wrapper)
             model.observe(label=yb)
             wrapper(xb)
@@ -142,6 +172,7 @@ def main(argv=None):
     if tdist.is_initialized():
         tdist.barrier()
         tdist.destroy_process_group()
+    return model
 
 
 if __name__ == "__main__":

@@ -187,15 +187,26 @@ def write_atomically(payload: Any, path: str | os.PathLike) -> None:
             os.close(directory)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file with ``torch.load(weights_only=True)``.
+def load_file(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU, with a clear error.
 
     Raises:
-        CheckpointError: if the file cannot be read (truncated, corrupt, not written
-            by :class:`Checkpointer`), naming the file and the reason.
+        CheckpointError: if the file cannot be read (truncated, corrupt, not a
+            ``torch.save`` file, or holding objects other than tensors, numbers,
+            strings and containers), naming the file and the reason.
+
+    Example:
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp() + "/run.pt"
+        >>> with open(path, "wb") as file:
+        ...     _ = file.write(b"not a checkpoint")
+        >>> load_file(path)
+        Traceback (most recent call last):
+        ...
+        borch.checkpointing.CheckpointError: checkpoint '...run.pt' cannot be read (...); it is truncated, corrupt or not a checkpoint. Not resuming from it: delete it to start afresh, or pass another file
     """
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except _UNREADABLE as e:
         raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be read ({type(e).__name__}: "
@@ -203,6 +214,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             "corrupt or not a checkpoint. Not resuming from it: delete it to start "
             "afresh, or pass another file"
         ) from e
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a :class:`Checkpointer` file with :func:`load_file` and check its format.
+
+    Raises:
+        CheckpointError: if the file cannot be read (truncated, corrupt, not written
+            by :class:`Checkpointer`), naming the file and the reason.
+    """
+    payload = load_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {str(path)!r} is not a borch checkpoint (a "
@@ -502,6 +523,7 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "check_state_matches",
+    "load_file",
     "random_state",
     "read_checkpoint",
     "set_random_state",

@@ -6,7 +6,9 @@ and inverse mass matrix, and the state of its random number generator. Resuming
 restores all of them, so the draws that follow are those of an uninterrupted run.
 Files hold only tensors, numbers, strings and dicts: they load with
 ``torch.load(path, weights_only=True)``, and are replaced atomically, so a crash while
-writing leaves the previous checkpoint.
+writing leaves the previous checkpoint. A truncated or corrupt file, or one of another
+run, raises :class:`borch.checkpointing.CheckpointError` naming the file and what is
+wrong; the run never starts afresh over it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from borch.checkpointing import write_atomically
+from borch.checkpointing import CheckpointError, load_file, write_atomically
 from borch.validation import check_count
 
 
@@ -63,15 +65,33 @@ class ChainCheckpoint:
         write_atomically({"header": self.header, **payload}, self.path)
 
     def load(self) -> dict[str, Any] | None:
-        """The saved payload, or ``None`` if there is no checkpoint yet."""
+        """The saved payload, or ``None`` if there is no checkpoint yet.
+
+        Raises:
+            CheckpointError: if the file cannot be read (truncated, corrupt), is not
+                a chain checkpoint, or is of another run (its header differs), naming
+                the file and what is wrong.
+        """
         if not self.path.exists():
             return None
-        payload = torch.load(self.path, weights_only=True)
-        if payload.get("header") != self.header:
-            raise ValueError(
-                f"the checkpoint {self.path} is of another run ({payload.get('header')})"
-                f", not of this one ({self.header}): give a fresh folder, or the "
-                "arguments of the run that wrote it"
+        payload = load_file(self.path)
+        if not isinstance(payload, dict) or not isinstance(payload.get("header"), dict):
+            raise CheckpointError(
+                f"checkpoint {str(self.path)!r} is not an MCMC chain checkpoint (a "
+                f"{type(payload).__name__} without a 'header' dict); not resuming "
+                "from it: give a fresh folder"
+            )
+        saved = payload["header"]
+        if saved != self.header:
+            differ = [
+                f"{key}={saved.get(key)!r} (this run {self.header.get(key)!r})"
+                for key in sorted(set(saved) | set(self.header), key=str)
+                if saved.get(key) != self.header.get(key)
+            ]
+            raise CheckpointError(
+                f"checkpoint {str(self.path)!r} is of another run: saved "
+                f"{', '.join(differ)}. Give a fresh folder, or the arguments of the "
+                "run that wrote it"
             )
         return payload
 
