@@ -174,7 +174,7 @@ class MultivariateNormal(JointPosterior):
                 rv.get_buffer("basis").copy_(
                     fit.scale_tril[rows, : block.offset + block.size]
                 )
-                for name, parameter in rv.named_parameters():
+                for parameter in rv.parameters():
                     parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
         self.forget_run()
 
