@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.distributions import LowRankMultivariateNormal as TorchLowRank
 from torch.distributions import MultivariateNormal as TorchMultivariateNormal
 
+from borch.compiling import compiling
 from borch.posterior.joint import Block, JointPosterior, JointRun, spread_evenly
 from borch.posterior.laplace_start import await_start, laplace_fit
 from borch.validation import check_count
@@ -195,11 +196,30 @@ class MultivariateNormal(JointPosterior):
         scale_tril = torch.cat(rows, dim=0)
         if self._init != "laplace":
             return loc, scale_tril
-        basis = torch.cat(
-            [_pad_columns([rv.get_buffer("basis")], dimension) for rv in slices]
-        )
-        origin = torch.cat([rv.get_buffer("origin") for rv in slices])
-        return origin + basis @ loc, basis @ scale_tril
+        origin, basis = self._laplace_frame(slices, dimension)
+        return torch.addmv(origin, basis, loc), basis @ scale_tril
+
+    def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
+        """The mode and the Laplace factor of all blocks (``B`` and ``m`` of the
+        class docstring), rebuilt only when a buffer changed."""
+        buffers = [(rv.get_buffer("origin"), rv.get_buffer("basis")) for rv in slices]
+        tensors = [b for pair in buffers for b in pair]
+        key = None
+        if not compiling():
+            key = [b._version for b in tensors]
+            cached = self.__dict__.get("_frame")
+            if (
+                cached is not None
+                and len(cached[0]) == len(tensors)
+                and all(a is b for a, b in zip(cached[0], tensors))
+                and cached[1] == key
+            ):
+                return cached[2]
+        origin = torch.cat([origin for origin, _ in buffers])
+        basis = torch.cat([_pad_columns([b], dimension) for _, b in buffers])
+        if key is not None:
+            self.__dict__["_frame"] = (tensors, key, (origin, basis))
+        return origin, basis
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, scale_tril = run.parts
@@ -237,6 +257,11 @@ class MultivariateNormal(JointPosterior):
         :meth:`joint_names` order), for inspection."""
         loc, scale_tril = self.assemble(self.blocks())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_frame", None)
+        return state
 
     def extra_repr(self) -> str:
         return (
