@@ -49,7 +49,8 @@ class MultivariateNormal(JointPosterior):
     The first call then runs the model a few hundred times (more for a slow
     model; it must have no side effects that matter). The start is skipped (the
     prior start below kept) when the model uses latent variables this posterior
-    does not approximate, when the joint has more than ``laplace_dimension``
+    does not approximate, when the call observes nothing (a ``borch.nn`` layer
+    whose likelihood is outside it), when the joint has more than ``laplace_dimension``
     coordinates, or when the search ends where the density is not finite or not
     curved upwards; a state dict loaded before the first call keeps its values.
     Variables that first appear later start as with ``init="prior"``.

@@ -74,8 +74,10 @@ def laplace_fit(
     """The Laplace approximation of the posterior of ``joint``'s variables, from an
     L-BFGS search started at the flat unconstrained ``start``; ``None`` when the
     model uses latent variables ``joint`` does not approximate (the density would
-    not be a function of the point), or when the search ends where the density is
-    not finite or not curved upwards in every direction."""
+    not be a function of the point), when it observes nothing in this call (a
+    layer whose likelihood is outside it: the fit would only find the prior), or
+    when the search ends where the density is not finite or not curved upwards in
+    every direction."""
     from borch.infer.hmc.model_conversion import prior_log_density
     from borch.infer.laplace.approximation import hessian
     from borch.posterior.joint import JointSlice
@@ -92,7 +94,10 @@ def laplace_fit(
             sample(model)
             run()
             total = point.new_zeros(())
-            for site in sites(model):
+            used = sites(model)
+            if not any(site.observed for site in used):
+                raise _OtherLatent  # only priors: nothing to fit
+            for site in used:
                 if not site.observed and not (
                     isinstance(site.approximation, JointSlice)
                     and id(site.approximation) in mine
@@ -135,7 +140,7 @@ def laplace_fit(
 
 
 class _OtherLatent(Exception):
-    """The model uses a latent variable outside the joint."""
+    """The model uses a latent variable outside the joint, or observes nothing."""
 
 
 def _minimise(potential: Callable[[], Tensor], point: Tensor) -> bool:
