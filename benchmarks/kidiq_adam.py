@@ -14,18 +14,15 @@ to ``benchmarks/results/kidiq_adam.json``.
 
 from __future__ import annotations
 
-import json
-import pathlib
 import time
 
 import torch
 
 import borch
 from benchmarks.harness import environment, write_json
-from borch import distributions as dist
 from borch import infer, posterior
+from tests.infer.hmc.posteriordb import kidiq_momiq
 
-DATA = pathlib.Path(__file__).parents[1] / "tests" / "data" / "posteriordb"
 #: (lr, steps, seed, particles or None for one-draw vi_loss, init)
 CONFIGS = [
     (0.01, 2000, 0, None, "laplace"),
@@ -38,20 +35,9 @@ CONFIGS = [
 ]
 
 
-class KidScoreMomIq(borch.Module):
-    def forward(self, mom_iq):
-        self.b1 = dist.Normal(0.0, 100.0)
-        self.b2 = dist.Normal(0.0, 100.0)
-        self.sigma = dist.HalfCauchy(2.5)
-        self.kid_score = dist.Normal(self.b1 + self.b2 * mom_iq, self.sigma)
-
-
 def fit(lr, steps, seed, particles, init):
-    data = json.loads((DATA / "kidiq-kidscore_momhsiq.json").read_text())["data"]
-    mom_iq = torch.tensor(data["mom_iq"], dtype=torch.float32)
     torch.manual_seed(seed)
-    model = KidScoreMomIq(posterior=posterior.MultivariateNormal(init=init))
-    model.observe(kid_score=torch.tensor(data["kid_score"], dtype=torch.float32))
+    model, (mom_iq,), _ = kidiq_momiq(posterior=posterior.MultivariateNormal(init=init))
     start = time.perf_counter()
     model(mom_iq)
     first_call = time.perf_counter() - start
@@ -92,7 +78,7 @@ def errors(joint, reference):
 
 def main() -> dict:
     torch.set_num_threads(1)
-    reference = json.loads((DATA / "kidiq-kidscore_momiq.reference.json").read_text())
+    _, _, reference = kidiq_momiq()
     results = []
     print(
         f"{'lr':>5}{'steps':>7}{'seed':>5}{'loss':>10}{'init':>9}"

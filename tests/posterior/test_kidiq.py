@@ -11,26 +11,12 @@ the same criteria for means and sds. The fitted moments are the joint's own
 error of its sd about 0.5%).
 """
 
-import json
-import pathlib
-
 import pytest
 import torch
 
 import borch
-from borch import distributions as dist
 from borch import infer, posterior
-from tests.infer.hmc.posteriordb import kidiq
-
-DATA = pathlib.Path(__file__).parents[1] / "data" / "posteriordb"
-
-
-class KidScoreMomIq(borch.Module):
-    def forward(self, mom_iq):
-        self.b1 = dist.Normal(0.0, 100.0)
-        self.b2 = dist.Normal(0.0, 100.0)
-        self.sigma = dist.HalfCauchy(2.5)
-        self.kid_score = dist.Normal(self.b1 + self.b2 * mom_iq, self.sigma)
+from tests.infer.hmc.posteriordb import kidiq, kidiq_momiq
 
 
 def fit(model, args, lr, steps, seed=0):
@@ -72,11 +58,8 @@ def assert_close(means, sds, reference_means, reference_sds):
 
 @pytest.mark.parametrize(("lr", "steps"), [(0.05, 1500), (0.01, 2000)])
 def test_kidscore_momiq_in_a_plain_adam_loop(lr, steps):
-    data = json.loads((DATA / "kidiq-kidscore_momhsiq.json").read_text())["data"]
-    reference = json.loads((DATA / "kidiq-kidscore_momiq.reference.json").read_text())
-    model = KidScoreMomIq(posterior=posterior.MultivariateNormal())
-    model.observe(kid_score=torch.tensor(data["kid_score"], dtype=torch.float32))
-    fit(model, (torch.tensor(data["mom_iq"], dtype=torch.float32),), lr, steps)
+    model, args, reference = kidiq_momiq(posterior=posterior.MultivariateNormal())
+    fit(model, args, lr, steps)
     means, sds, correlation = fitted_moments(model)
     assert_close(means, sds, reference["means"], reference["sds"])
     assert abs(correlation[0, 1].item() - reference["corr_b1_b2"]) <= 0.02
@@ -97,9 +80,8 @@ def test_kidscore_momhsiq_in_a_plain_adam_loop():
 
 def test_the_prior_start_is_still_there():
     """``init="prior"``: no fit of the model, the joint at the prior's centre."""
-    model = KidScoreMomIq(posterior=posterior.MultivariateNormal(init="prior"))
-    model.observe(kid_score=torch.tensor([90.0, 80.0]))
-    model(torch.tensor([100.0, 90.0]))
+    model, args, _ = kidiq_momiq(posterior=posterior.MultivariateNormal(init="prior"))
+    model(*args)
     joint = model.posterior.unconstrained_distribution()
     expected = torch.tensor([0.0, 0.0, torch.tensor(2.5).log().item()])
     assert torch.allclose(joint.mean.detach(), expected)

@@ -1,5 +1,5 @@
 """Writes the NUTS reference of kidiq-kidscore_momiq (the borch translation) used by
-tests/posterior/test_kidiq.py: ``python tests/data/posteriordb/kidiq_momiq_reference.py``
+tests/posterior/test_kidiq.py: ``python -m tests.data.posteriordb.kidiq_momiq_reference``
 (about 8 minutes on one core)."""
 
 import json
@@ -8,28 +8,15 @@ import pathlib
 import numpy as np
 import torch
 
-import borch
-from borch import distributions as dist
 from borch.infer import mcmc
+from tests.infer.hmc.posteriordb import kidiq_momiq
 
 HERE = pathlib.Path(__file__).parent
 
 
-class KidScoreMomIq(borch.Module):
-    def forward(self, mom_iq):
-        zero = torch.zeros((), dtype=mom_iq.dtype)
-        self.b1 = dist.Normal(zero, 100.0)
-        self.b2 = dist.Normal(zero, 100.0)
-        self.sigma = dist.HalfCauchy(zero + 2.5)
-        self.kid_score = dist.Normal(self.b1 + self.b2 * mom_iq, self.sigma)
-
-
 def main():
     torch.set_num_threads(1)
-    data = json.loads((HERE / "kidiq-kidscore_momhsiq.json").read_text())["data"]
-    model = KidScoreMomIq()
-    model.observe(kid_score=torch.tensor(data["kid_score"], dtype=torch.float64))
-    mom_iq = torch.tensor(data["mom_iq"], dtype=torch.float64)
+    model, (mom_iq,), _ = kidiq_momiq(dtype=torch.float64)
     result = mcmc(
         model,
         mom_iq,
