@@ -635,6 +635,17 @@ def particles(count: int, batch_dims: int) -> Iterator[None]:
         _PARTICLES.reset(token)
 
 
+@contextlib.contextmanager
+def single_draws() -> Iterator[None]:
+    """Inside the block, every draw is one draw again, whatever :func:`particles`
+    block encloses it."""
+    token = _PARTICLES.set(None)
+    try:
+        yield
+    finally:
+        _PARTICLES.reset(token)
+
+
 def _draw_particles(
     dist: Distribution, count: int, batch_dims: int, who: str
 ) -> Tensor:
@@ -706,4 +717,4 @@ class RVPair(NamedTuple):
     approximation: RandomVariable
 
 
-__all__ = ["RVPair", "RandomVariable", "particles", "validate_args"]
+__all__ = ["RVPair", "RandomVariable", "particles", "single_draws", "validate_args"]

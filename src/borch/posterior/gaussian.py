@@ -10,7 +10,9 @@ from torch import Tensor, nn
 from torch.distributions import LowRankMultivariateNormal as TorchLowRank
 from torch.distributions import MultivariateNormal as TorchMultivariateNormal
 
+from borch.compiling import compiling
 from borch.posterior.joint import Block, JointPosterior, JointRun, spread_evenly
+from borch.posterior.laplace_start import await_start, laplace_fit
 from borch.validation import check_count
 
 __all__ = ["LowRankMultivariateNormal", "MultivariateNormal"]
@@ -23,22 +25,54 @@ class MultivariateNormal(JointPosterior):
     unconstrained space.
 
     The joint ``u = loc + L @ noise`` has a lower-triangular ``L`` with a positive
-    diagonal, built from blocks: variable ``k`` owns its rows of ``L`` (``cross``,
-    the coefficients on the noise of the variables before it, and ``tril``/
-    ``log_diag``, its own triangle) and its ``loc``. Constrained variables are
-    pushed through ``biject_to(support)``; the log-density includes the
-    log-det-Jacobian. Each variable's log-density term is its exact conditional
-    given the variables before it (see :mod:`borch.posterior.joint`).
+    diagonal, built from blocks: variable ``k`` owns its rows of ``L`` and of
+    ``loc``. Constrained variables are pushed through ``biject_to(support)``; the
+    log-density includes the log-det-Jacobian. Each variable's log-density term is
+    its exact conditional given the variables before it (see
+    :mod:`borch.posterior.joint`).
 
-    Initialisation: ``loc`` at the prior's mean (its median where the mean is
+    Initialisation (``init="laplace"``, the default): when the first call of the
+    model that created the variables returns, the call is re-run to find the mode
+    of the posterior density in unconstrained space (L-BFGS from the prior's
+    centre) and its Hessian there (:mod:`borch.posterior.laplace_start`); the joint
+    starts at that Laplace approximation, and the parameters are relative to it:
+    ``u = m + B (loc + L' noise)`` with the mode ``m`` and the Laplace factor ``B``
+    kept as buffers (``posterior.<name>.origin``, ``.basis``), ``loc`` at zero and
+    ``L'`` the identity. An optimiser's steps are then in units of the posterior's
+    own scales and along its own correlations, so that Adam's per-coordinate step
+    (about ``lr``) is a fraction of a posterior sd in every direction. Without it,
+    on posteriordb's kidiq (``kid_score ~ Normal(b1 + b2 mom_iq, sigma)``, the
+    intercept's sd 6, the slope's 0.06, correlation -0.989) the intercept moves
+    from 0 by about 0.1 per 300 Adam steps and ends several sds away; from the
+    Laplace start, the means, sds and correlation are Stan's within 0.3 sd, 10%
+    and 0.01 at Adam lr 0.01-0.1 and 2,000-10,000 steps (benchmarks/README.md).
+    The first call then runs the model a few hundred times (more for a slow
+    model; it must have no side effects that matter). The start is skipped (the
+    prior start below kept) when the model uses latent variables this posterior
+    does not approximate, when the call observes nothing (a ``borch.nn`` layer
+    whose likelihood is outside it), when the joint has more than ``laplace_dimension``
+    coordinates, or when the search ends where the density is not finite or not
+    curved upwards; a state dict loaded before the first call keeps its values.
+    Variables that first appear later start as with ``init="prior"``.
+
+    ``init="prior"``: ``loc`` at the prior's mean (its median where the mean is
     infinite, a HalfCauchy's for instance) mapped to unconstrained space, no
-    correlation, and every coordinate's scale ``init_scale``. A narrow start keeps
-    the first gradients from being dominated by noise; starting at the prior's
-    centre rather than at a draw makes runs reproducible and avoids the far tails
-    of wide priors.
+    correlation, and every coordinate's scale ``init_scale``.
+
+    With ``path_derivative=True`` (the default) a variable's ``log_prob`` holds
+    the family's parameters fixed, so the ELBO's gradient reaches them only
+    through the draw (Roeder et al.'s "sticking the landing" estimator, as
+    :func:`borch.infer.elbo_path_derivative_loss`): unbiased, and its variance
+    vanishes as the joint approaches a Gaussian posterior, so a plain Adam loop
+    ends near the optimum rather than jittering around it (on kidiq at lr 0.05 the
+    sds' error falls from up to 20% to 5%). ``entropy()`` keeps its gradient.
 
     Args:
-        init_scale: the initial scale of every unconstrained coordinate.
+        init_scale: the initial scale of every unconstrained coordinate (before
+            the Laplace start, and for variables it does not cover).
+        init: ``"laplace"`` or ``"prior"`` (see above).
+        path_derivative: hold the parameters fixed in ``log_prob`` (see above).
+        laplace_dimension: the largest joint the Laplace start fits.
 
     Example:
         >>> import torch
@@ -56,21 +90,95 @@ class MultivariateNormal(JointPosterior):
         tensor([0.0000, 0.0000, 0.9163])
         >>> bool(model.sigma > 0)
         True
+
+        Fitted from the first call of a model:
+
+        >>> class Mean(borch.Module):
+        ...     def forward(self):
+        ...         self.mu = dist.Normal(0.0, 10.0)
+        ...         self.y = dist.Normal(self.mu, 1.0)
+        >>> model = Mean(posterior=MultivariateNormal())
+        >>> model.observe(y=torch.tensor([3.0, 5.0]))
+        >>> model()
+        >>> joint = model.posterior.unconstrained_distribution()
+        >>> round(joint.mean.item(), 2), round(joint.stddev.item(), 3)  # exact: 8 / 2.01, 2.01 ** -0.5
+        (3.98, 0.705)
     """
+
+    def __init__(
+        self,
+        init_scale: float = 0.1,
+        init: str = "laplace",
+        path_derivative: bool = True,
+        laplace_dimension: int = 1000,
+    ) -> None:
+        super().__init__(init_scale=init_scale)
+        if init not in ("laplace", "prior"):
+            raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
+        if not isinstance(path_derivative, bool):
+            raise TypeError(
+                f"path_derivative must be True or False, got {path_derivative!r}"
+            )
+        self._init = init
+        self._path_derivative = path_derivative
+        self._laplace_dimension = check_count(
+            "laplace_dimension", laplace_dimension, minimum=1
+        )
+        if init == "laplace":
+            # Whether the Laplace start has been made (or skipped): in the state
+            # dict, so a loaded posterior does not start again.
+            self.register_buffer("_started", torch.tensor(False))
+
+    def register_random_variable(self, name, prior):
+        approximation = super().register_random_variable(name, prior)
+        if self._init == "laplace" and not bool(self._started):
+            await_start(self)
+        return approximation
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
+        laplace = self._init == "laplace"
         parameters = {
-            "loc": nn.Parameter(start.clone()),
+            "loc": nn.Parameter(torch.zeros_like(start) if laplace else start.clone()),
             "log_diag": nn.Parameter(
-                start.new_full((size,), math.log(self._init_scale))
+                start.new_full((size,), 0.0 if laplace else math.log(self._init_scale))
             ),
         }
         if size > 1:
             parameters["tril"] = nn.Parameter(start.new_zeros((size, size)))
         if block.offset:
             parameters["cross"] = nn.Parameter(start.new_zeros((size, block.offset)))
+        if laplace:
+            basis = start.new_zeros((size, block.offset + size))
+            basis[:, block.offset :].fill_diagonal_(self._init_scale)
+            parameters["origin"] = start.clone()
+            parameters["basis"] = basis
         return parameters
+
+    def start(self, model: nn.Module, run) -> None:
+        """Start at the Laplace approximation of the posterior of the variables
+        so far (see the class docstring); ``run()`` re-runs ``model``'s call."""
+        if bool(self._started):
+            return
+        slices = self.blocks()
+        fit = None
+        if slices and self.dimension() <= self._laplace_dimension:
+            loc, _ = self.assemble(slices)
+            fit = laplace_fit(self, model, run, loc.detach())
+        with torch.no_grad():
+            self._started.fill_(True)
+            if fit is None:
+                return
+            for rv in slices:
+                block = rv.block
+                rows = slice(block.offset, block.offset + block.size)
+                rv.get_buffer("origin").copy_(fit.mode[rows])
+                rv.get_buffer("basis").copy_(
+                    fit.scale_tril[rows, : block.offset + block.size]
+                )
+                for parameter in rv.parameters():
+                    parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
+        self.forget_run()
 
     def assemble(self, slices) -> tuple[Tensor, Tensor]:
         dimension = sum(rv.block.size for rv in slices)
@@ -84,12 +192,35 @@ class MultivariateNormal(JointPosterior):
             parts = [triangle]
             if block.offset:
                 parts.insert(0, arguments["cross"])
-            remaining = dimension - block.offset - block.size
-            if remaining:
-                parts.append(triangle.new_zeros((block.size, remaining)))
-            rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else triangle)
+            rows.append(_pad_columns(parts, dimension))
         loc = torch.cat([rv.arguments["loc"] for rv in slices])
-        return loc, torch.cat(rows, dim=0)
+        scale_tril = torch.cat(rows, dim=0)
+        if self._init != "laplace":
+            return loc, scale_tril
+        origin, basis = self._laplace_frame(slices, dimension)
+        return torch.addmv(origin, basis, loc), basis @ scale_tril
+
+    def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
+        """The mode and the Laplace factor of all blocks (``B`` and ``m`` of the
+        class docstring), rebuilt only when a buffer changed."""
+        buffers = [(rv.get_buffer("origin"), rv.get_buffer("basis")) for rv in slices]
+        tensors = [b for pair in buffers for b in pair]
+        key = None
+        if not compiling():
+            key = [b._version for b in tensors]
+            cached = self.__dict__.get("_frame")
+            if (
+                cached is not None
+                and len(cached[0]) == len(tensors)
+                and all(a is b for a, b in zip(cached[0], tensors))
+                and cached[1] == key
+            ):
+                return cached[2]
+        origin = torch.cat([origin for origin, _ in buffers])
+        basis = torch.cat([_pad_columns([b], dimension) for _, b in buffers])
+        if key is not None:
+            self.__dict__["_frame"] = (tensors, key, (origin, basis))
+        return origin, basis
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, scale_tril = run.parts
@@ -107,6 +238,8 @@ class MultivariateNormal(JointPosterior):
 
     def block_log_density(self, parts, prefix, value):
         loc, scale_tril, offset = parts
+        if self._path_derivative:
+            loc, scale_tril = loc.detach(), scale_tril.detach()
         centred = torch.cat([prefix, value], dim=-1) - loc
         # Recomputing the noise from the values (not reusing the draw's) keeps
         # log q a function of the values, as the path-derivative estimator needs.
@@ -125,6 +258,25 @@ class MultivariateNormal(JointPosterior):
         :meth:`joint_names` order), for inspection."""
         loc, scale_tril = self.assemble(self.blocks())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_frame", None)
+        return state
+
+    def extra_repr(self) -> str:
+        return (
+            f"init_scale={self._init_scale}, init={self._init!r}, "
+            f"path_derivative={self._path_derivative}"
+        )
+
+
+def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
+    """Rows of a ``dimension``-column matrix from their first columns."""
+    width = sum(part.shape[1] for part in parts)
+    if width < dimension:
+        parts = [*parts, parts[0].new_zeros((parts[0].shape[0], dimension - width))]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 class LowRankMultivariateNormal(JointPosterior):

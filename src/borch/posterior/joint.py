@@ -35,11 +35,13 @@ A block that is removed from the middle of the chain cannot be rebuilt in place;
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Distribution, TransformedDistribution, constraints
 from torch.distributions import transforms as torch_transforms
 
@@ -83,7 +85,16 @@ class JointSlice(RandomVariable):
     def __init__(
         self, joint: JointPosterior, parameters: dict[str, Any], block: Block
     ) -> None:
-        super().__init__(parameters, validate_args=False)
+        # Plain tensors are the block's state (buffers), not distribution arguments.
+        buffers = {
+            name: value
+            for name, value in parameters.items()
+            if isinstance(value, Tensor) and not isinstance(value, nn.Parameter)
+        }
+        arguments = {k: v for k, v in parameters.items() if k not in buffers}
+        super().__init__(arguments, validate_args=False)
+        for name, value in buffers.items():
+            self.register_buffer(name, value)
         self.__dict__["_joint"] = joint
         self.__dict__["_block"] = block
 
@@ -163,7 +174,12 @@ class JointRun:
     def value(self, position: int) -> Tensor:
         value = self.values.get(position)
         if value is None:
-            value = self.family.draw_block(self, position)
+            point = self.family.__dict__.get("_point")
+            if point is None:
+                value = self.family.draw_block(self, position)
+            else:  # every block at a given unconstrained point (see at_point)
+                block = self.slices[position].block
+                value = point[block.offset : block.offset + block.size]
             self.values[position] = value
         return value
 
@@ -273,6 +289,7 @@ class JointPosterior(Posterior):
             raise ValueError(f"init_scale must be a positive number, got {init_scale}")
         self._init_scale = init_scale
         self.__dict__["_run"] = None
+        self.__dict__["_point"] = None
 
     # ------------------------------------------------------------- the chain
     def register_random_variable(
@@ -358,6 +375,18 @@ class JointPosterior(Posterior):
             if isinstance(rv, JointSlice):
                 rv.forget_value()
 
+    @contextlib.contextmanager
+    def at_point(self, point: Tensor) -> Iterator[None]:
+        """Inside the block, every variable's value is its slice of the flat
+        unconstrained ``point`` (no noise), so that a model run is a function of it."""
+        self.forget_run()
+        self.__dict__["_point"] = point
+        try:
+            yield
+        finally:
+            self.__dict__["_point"] = None
+            self.forget_run()
+
     def current_run(self) -> JointRun:
         """The draws of this run (started on first use)."""
         run = self.__dict__["_run"]
@@ -417,6 +446,7 @@ class JointPosterior(Posterior):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_run"] = None
+        state["_point"] = None
         return state
 
 

@@ -57,6 +57,31 @@ def kidiq():
     return model, (x,), reference
 
 
+class KidScoreMomIq(borch.Module):
+    """kidiq-kidscore_momiq (the data of kidscore_momhsiq): ``kid_score ~
+    Normal(b1 + b2 * mom_iq, sigma)``, ``b1, b2 ~ Normal(0, 100)``, ``sigma ~
+    HalfCauchy(2.5)``; intercept and slope correlate at -0.989."""
+
+    def forward(self, mom_iq):
+        zero = torch.zeros((), dtype=mom_iq.dtype)
+        self.b1 = dist.Normal(zero, 100.0)
+        self.b2 = dist.Normal(zero, 100.0)
+        self.sigma = dist.HalfCauchy(zero + 2.5)
+        self.kid_score = dist.Normal(self.b1 + self.b2 * mom_iq, self.sigma)
+
+
+def kidiq_momiq(dtype=torch.float32, posterior=None):
+    """The model (observed), its arguments, and borch's NUTS reference
+    (``kidiq-kidscore_momiq.reference.json``: means, sds, corr_b1_b2; ``None``
+    before ``kidiq_momiq_reference.py`` wrote it)."""
+    data = load("kidiq-kidscore_momhsiq")["data"]
+    model = KidScoreMomIq(posterior=posterior)
+    model.observe(kid_score=torch.tensor(data["kid_score"], dtype=dtype))
+    path = DATA / "kidiq-kidscore_momiq.reference.json"
+    reference = json.loads(path.read_text()) if path.exists() else None
+    return model, (torch.tensor(data["mom_iq"], dtype=dtype),), reference
+
+
 def assert_matches_reference(samples, reference, sd_tolerance=0.15, n_se=4.0):
     """Means within ``n_se`` combined standard errors (the draws' ESS-based MCSE and
     the reference's ``sd / sqrt(10000)``), sds within ``sd_tolerance``."""

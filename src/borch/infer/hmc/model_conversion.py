@@ -52,16 +52,21 @@ def site_log_density(site: Site) -> Tensor:
     """A site's summed log density at its value, with its scale and mask; a latent
     site's includes the log-det-Jacobian of its point mass (the density of the
     unconstrained value)."""
-    distribution, value = site.prior.distribution, site.value
-    if site.mask is not None and site.observed:
-        value = fill_masked(distribution, value, site.mask)  # missing data: NaN
-    log_density = weighted(
-        distribution.log_prob(value), site.scale, site.mask, site.name
-    )
-    log_density = log_density.sum()
+    log_density = prior_log_density(site)
     if not site.observed:
         log_density = log_density + point_mass_of(site).log_abs_det_jacobian().sum()
     return log_density
+
+
+def prior_log_density(site: Site) -> Tensor:
+    """A site's summed prior (or likelihood) log density at its value, with its
+    scale and mask; masked observations count as missing."""
+    distribution, value = site.prior.distribution, site.value
+    if site.mask is not None and site.observed:
+        value = fill_masked(distribution, value, site.mask)  # missing data: NaN
+    return weighted(
+        distribution.log_prob(value), site.scale, site.mask, site.name
+    ).sum()
 
 
 def _pointwise(site: Site) -> Tensor:
