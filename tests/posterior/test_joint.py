@@ -87,6 +87,32 @@ def test_vi_loss_is_the_joint_elbo_in_value_and_gradient(family, detached):
         assert torch.allclose(actual, wanted, atol=1e-4)
 
 
+@pytest.mark.parametrize("family", [*FAMILIES, *FULL_GRADIENT])
+def test_log_q_of_fixed_values_keeps_the_parameters_gradient(family):
+    """A score-function estimator differentiates ``log q`` of detached draws with
+    respect to the parameters: the path-derivative default must not hold them
+    fixed there, or the estimator's gradient would silently vanish."""
+    model = model_for(family)
+    borch.sample(model)
+    model(X)
+    sites = borch.pq_to_infer(model)
+    log_q = sum(
+        q.log_prob(value.detach()).sum()
+        for q, value, observed in zip(
+            sites["q_dists"], sites["values"], sites["observed"]
+        )
+        if not observed
+    )
+    w, sigma = model.w.detach(), model.sigma.detach().reshape(())
+    u = torch.cat([w, sigma.log().reshape(1)])
+    expected = model.posterior.unconstrained_distribution().log_prob(u) - sigma.log()
+    assert torch.allclose(log_q, expected, atol=1e-5)
+    actual, wanted = gradients(model, log_q), gradients(model, expected)
+    assert any(gradient.abs().sum() > 0 for gradient in actual)
+    for a, b in zip(actual, wanted):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_vectorised_particles_give_the_joint_elbo_of_each_particle(family):
     model = model_for(family)

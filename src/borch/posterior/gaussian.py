@@ -59,9 +59,10 @@ class MultivariateNormal(JointPosterior):
     infinite, a HalfCauchy's for instance) mapped to unconstrained space, no
     correlation, and every coordinate's scale ``init_scale``.
 
-    With ``path_derivative=True`` (the default) a variable's ``log_prob`` holds
-    the family's parameters fixed, so the ELBO's gradient reaches them only
-    through the draw (Roeder et al.'s "sticking the landing" estimator, as
+    With ``path_derivative=True`` (the default) a variable's ``log_prob`` of a
+    value that carries a gradient (a reparameterised draw) holds the family's
+    parameters fixed, so the ELBO's gradient reaches them only through the draw
+    (Roeder et al.'s "sticking the landing" estimator, as
     :func:`borch.infer.elbo_path_derivative_loss`): unbiased, and its variance
     vanishes as the joint approaches a Gaussian posterior, so a plain Adam loop
     ends near the optimum rather than jittering around it (on kidiq at lr 0.05 the
@@ -238,7 +239,10 @@ class MultivariateNormal(JointPosterior):
 
     def block_log_density(self, parts, prefix, value):
         loc, scale_tril, offset = parts
-        if self._path_derivative:
+        # Only a value that carries a gradient (a reparameterised draw) gets the
+        # path-derivative form; a fixed value (a score-function estimator, a fit
+        # to data) needs the gradient through the parameters.
+        if self._path_derivative and value.requires_grad:
             loc, scale_tril = loc.detach(), scale_tril.detach()
         centred = torch.cat([prefix, value], dim=-1) - loc
         # Recomputing the noise from the values (not reusing the draw's) keeps

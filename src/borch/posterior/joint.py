@@ -197,7 +197,8 @@ class BlockDistribution(Distribution):
 
     ``parts`` are the family's tensors this block's density needs (copied and
     detached by ``elbo_path_derivative_loss`` like any distribution's tensors);
-    the earlier blocks' values come from the run.
+    the earlier blocks' values come from the run (without their gradient when the
+    value has none).
     """
 
     arg_constraints: dict = {}
@@ -256,6 +257,10 @@ class BlockDistribution(Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         flat, leading = self._flat(value)
         prefix = self.run.prefix(self.position)
+        if not flat.requires_grad:
+            # A fixed value (a score-function estimator's draw, data): its density
+            # is a function of the parameters alone, not of the run's draws.
+            prefix = prefix.detach()
         if flat.dim() != prefix.dim():
             if flat.dim() > prefix.dim():
                 prefix = prefix.expand(flat.shape[0], prefix.shape[-1])
