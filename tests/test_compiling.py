@@ -249,6 +249,30 @@ def test_compiled_training_step_compiles_once():
     assert len({float(loss) for loss in compiled_losses}) == len(steps)
 
 
+def test_compiled_step_keeps_no_autograd_graph_of_its_draws():
+    model, loss_fn, _ = make_workload("bnn")
+    needs_grad = []
+
+    def backend(graph_module, example_inputs):
+        (outputs,) = graph_module.graph.output_node().args
+        needs_grad.extend(
+            output.meta["example_value"].requires_grad
+            for output in outputs
+            if isinstance(output.meta.get("example_value"), torch.Tensor)
+        )
+        return graph_module.forward
+
+    step = compile_step(loss_fn, backend=backend)
+    step().backward()
+    step().backward()
+    # the loss and the logits argument of the likelihood leave the graph with
+    # gradients; the draws and distributions of the approximations do not
+    assert sum(needs_grad) == 2
+    weight = model.fc1.posterior.weight
+    assert weight.last_value is not None and weight.last_value.grad_fn is None
+    assert weight.tensor.grad_fn is not None  # an eager use draws anew
+
+
 def test_compile_step_warns_naming_graph_breaks():
     _, loss_fn, _ = make_workload("regression")
 

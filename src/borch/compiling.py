@@ -50,6 +50,35 @@ def check_in_graph(ok: torch.Tensor, message: str) -> None:
     torch._assert_async(ok, message)
 
 
+#: While :func:`compile_step` traces a step: the objects holding state of this step
+#: only, released (``release_step_state()``) at its end so that it does not leave
+#: the graph; ``None`` otherwise.
+_STEP_STATE: list | None = None
+
+
+def note_step_state(owner: Any) -> None:
+    """Have ``owner.release_step_state()`` called at the end of the step that
+    :func:`compile_step` traces now (nothing otherwise)."""
+    if _STEP_STATE is not None:
+        _STEP_STATE.append(owner)
+
+
+def _releasing_step_state(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        global _STEP_STATE
+        outer, _STEP_STATE = _STEP_STATE, []
+        try:
+            result = fn(*args, **kwargs)
+            for owner in _STEP_STATE:
+                owner.release_step_state()
+        finally:
+            _STEP_STATE = outer
+        return result
+
+    return traced
+
+
 class TracedContextVar(Generic[T]):
     """A ``ContextVar`` that compiled code can read.
 
@@ -145,7 +174,11 @@ def compile_step(
         # inductor's own CPU random-number kernels are several times slower than
         # torch's and give other numbers (benchmarks/README.md): keep torch's.
         compile_kwargs["options"] = {"fallback_random": True}
-    loss_stage = _Stage(fn, getattr(fn, "__qualname__", repr(fn)), compile_kwargs)
+    loss_stage = _Stage(
+        fn,
+        torch.compile(_releasing_step_state(fn), **compile_kwargs),
+        getattr(fn, "__qualname__", repr(fn)),
+    )
     if optimizer is None:
 
         @functools.wraps(fn)
@@ -156,7 +189,9 @@ def compile_step(
 
     # torch's optimisers break the graph on purpose around their update (so that
     # it traces without gradients): not worth a warning.
-    update_stage = _Stage(optimizer.step, None, compile_kwargs)
+    update_stage = _Stage(
+        optimizer.step, torch.compile(optimizer.step, **compile_kwargs), None
+    )
 
     @functools.wraps(fn)
     def training_step(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -176,11 +211,11 @@ class _Stage:
     __slots__ = ("calls", "compiled", "fn", "name")
 
     def __init__(
-        self, fn: Callable[..., Any], name: str | None, compile_kwargs: dict
+        self, fn: Callable[..., Any], compiled: Callable[..., Any], name: str | None
     ) -> None:
         self.fn = fn
+        self.compiled = compiled
         self.name = name
-        self.compiled = torch.compile(fn, **compile_kwargs)
         self.calls = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
