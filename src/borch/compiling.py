@@ -149,9 +149,15 @@ def compile_step(
     is ``optimizer.zero_grad()``, ``loss = fn(...)``, ``loss.backward()`` and
     ``optimizer.step()``, and returns the detached loss; ``optimizer.step`` is
     compiled too (its first step, which creates the optimiser's state, is eager),
-    fusing the update of each parameter into one kernel. The learning rate is then
-    a constant of the compiled update: give the optimiser ``lr=torch.tensor(...)``
-    if a scheduler changes it, or every change recompiles.
+    its elementwise operations fused. The learning rate is then a constant of the
+    compiled update: give the optimiser ``lr=torch.tensor(...)`` if a scheduler
+    changes it, or every change recompiles. ``fullgraph`` applies to ``fn`` only
+    (torch's optimisers break their graph on purpose).
+
+    At the end of each compiled call, the random variables that drew or built a
+    distribution in it keep their draw without its autograd graph and drop the
+    distribution, so that only what ``fn`` returns leaves the graph with
+    gradients (an eager use after the step draws anew in any case).
 
     Example:
         >>> import torch
@@ -188,9 +194,10 @@ def compile_step(
         return step
 
     # torch's optimisers break the graph on purpose around their update (so that
-    # it traces without gradients): not worth a warning.
+    # it traces without gradients): no warning, and fullgraph is for the loss only.
+    update_kwargs = {k: v for k, v in compile_kwargs.items() if k != "fullgraph"}
     update_stage = _Stage(
-        optimizer.step, torch.compile(optimizer.step, **compile_kwargs), None
+        optimizer.step, torch.compile(optimizer.step, **update_kwargs), None
     )
 
     @functools.wraps(fn)
