@@ -249,6 +249,18 @@ def test_compiled_training_step_compiles_once():
     assert len({float(loss) for loss in compiled_losses}) == len(steps)
 
 
+@torch_jit_deprecation
+def test_fullgraph_applies_to_the_loss_not_to_the_optimiser():
+    losses, _ = _trained(
+        "regression",
+        lambda loss_fn, optimizer: compile_step(
+            loss_fn, optimizer, backend="eager", fullgraph=True
+        ),
+        range(3),
+    )
+    assert all(loss.grad_fn is None for loss in losses)
+
+
 def test_compiled_step_keeps_no_autograd_graph_of_its_draws():
     model, loss_fn, _ = make_workload("bnn")
     needs_grad = []
