@@ -23,6 +23,7 @@ given (finite) in Python: call it outside the compiled function.
 from __future__ import annotations
 
 import functools
+import types
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -50,33 +51,51 @@ def check_in_graph(ok: torch.Tensor, message: str) -> None:
     torch._assert_async(ok, message)
 
 
-#: While :func:`compile_step` traces a step: the objects holding state of this step
-#: only, released (``release_step_state()``) at its end so that it does not leave
-#: the graph; ``None`` otherwise.
-_STEP_STATE: list | None = None
+class _StepState:
+    """While :func:`compile_step` traces a step, ``owners`` lists the objects that
+    hold state of this step only, released (``release_step_state()``) at its end
+    so that it does not leave the graph; ``None`` otherwise."""
+
+    __slots__ = ("owners",)
+
+    def __init__(self) -> None:
+        self.owners: list | None = None
+
+
+_STEP_STATE = _StepState()
 
 
 def note_step_state(owner: Any) -> None:
     """Have ``owner.release_step_state()`` called at the end of the step that
     :func:`compile_step` traces now (nothing otherwise)."""
-    if _STEP_STATE is not None:
-        _STEP_STATE.append(owner)
+    owners = _STEP_STATE.owners
+    if owners is not None:
+        owners.append(owner)
 
 
 def _releasing_step_state(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
+    step_state = _STEP_STATE
+
     def traced(*args: Any, **kwargs: Any) -> Any:
-        global _STEP_STATE
-        outer, _STEP_STATE = _STEP_STATE, []
+        outer = step_state.owners
+        step_state.owners = []
         try:
             result = fn(*args, **kwargs)
-            for owner in _STEP_STATE:
+            for owner in step_state.owners:
                 owner.release_step_state()
         finally:
-            _STEP_STATE = outer
+            step_state.owners = outer
         return result
 
-    return traced
+    # dynamo looks the globals of a function it inlines up in the module named by
+    # them; for a step whose globals are not its module's (a doctest, exec'd code)
+    # they must be those of the frame it compiles. traced reads no globals.
+    namespace = getattr(fn, "__globals__", None)
+    if namespace is not None:
+        traced = types.FunctionType(
+            traced.__code__, namespace, traced.__name__, None, traced.__closure__
+        )
+    return functools.wraps(fn)(traced)
 
 
 class TracedContextVar(Generic[T]):
