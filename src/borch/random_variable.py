@@ -439,7 +439,7 @@ class RandomVariable(TensorLike, nn.Module):
         state["_drawn_with_grad"] = explicit or torch.is_grad_enabled()
         if not compiling():  # an int that changes on every draw would recompile
             state["_generation"] += 1
-        else:
+        elif not explicit:  # a value set by hand is kept as given
             note_step_state(self)
         return value
 
