@@ -21,6 +21,12 @@ from borch.infer import analytical_kl_divergence_loss, vi_loss
 
 SIZE = 40
 
+# importing inductor, or tracing an optimiser, runs a deprecated torch.jit decorator
+# inside torch
+torch_jit_deprecation = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated"
+)
+
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
@@ -167,8 +173,7 @@ def test_compiled_losses_and_gradients_are_eager_ones(name):
     _assert_same_steps(name, backend="aot_eager")
 
 
-# importing inductor runs a deprecated torch.jit decorator inside torch
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+@torch_jit_deprecation
 def test_inductor_step_matches_eager():
     _assert_same_steps("regression", options={"fallback_random": True})
 
@@ -182,6 +187,102 @@ def test_compile_step_runs_eagerly_first_then_compiled():
     for _ in range(3):
         step().backward()
     assert counter.frame_count == 1
+
+
+def _trained(name: str, train_step_of, seeds) -> tuple[list, dict]:
+    """Losses and final parameters of steps with ``train_step_of(loss_fn,
+    optimizer)``, from the same initialisation and random numbers every time."""
+    torch.manual_seed(0)
+    model, loss_fn, inputs = make_workload(name)
+    loss_fn(*inputs()).backward()  # creates the approximations' parameters
+    model.zero_grad()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    train = train_step_of(loss_fn, optimizer)
+    losses = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        losses.append(train(*inputs()))
+    return losses, {key: p.detach().clone() for key, p in model.named_parameters()}
+
+
+def _eager_training_step(loss_fn, optimizer):
+    def step(*args):
+        optimizer.zero_grad()
+        loss = loss_fn(*args)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+@torch_jit_deprecation
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_compiled_training_steps_follow_eager_training(name):
+    seeds = range(10, 14)
+    losses, parameters = _trained(name, _eager_training_step, seeds)
+    compiled_losses, compiled_parameters = _trained(
+        name,
+        lambda loss_fn, optimizer: compile_step(
+            loss_fn, optimizer, backend="aot_eager"
+        ),
+        seeds,
+    )
+    torch.testing.assert_close(torch.stack(compiled_losses), torch.stack(losses))
+    assert compiled_parameters.keys() == parameters.keys()
+    for key, value in parameters.items():
+        torch.testing.assert_close(compiled_parameters[key], value, msg=key)
+
+
+@torch_jit_deprecation
+def test_compiled_training_step_compiles_once():
+    counter = CompileCounter()
+    steps = range(10, 17)
+    compiled_losses, _ = _trained(
+        "vae",
+        lambda loss_fn, optimizer: compile_step(loss_fn, optimizer, backend=counter),
+        steps,
+    )
+    # one graph for the loss, one for the update (torch's Adam breaks its graph on
+    # purpose to switch the grad mode around the update; those parts are empty)
+    assert counter.frame_count == 2
+    assert len({float(loss) for loss in compiled_losses}) == len(steps)
+
+
+@torch_jit_deprecation
+def test_fullgraph_applies_to_the_loss_not_to_the_optimiser():
+    losses, _ = _trained(
+        "regression",
+        lambda loss_fn, optimizer: compile_step(
+            loss_fn, optimizer, backend="eager", fullgraph=True
+        ),
+        range(3),
+    )
+    assert all(loss.grad_fn is None for loss in losses)
+
+
+def test_compiled_step_keeps_no_autograd_graph_of_its_draws():
+    model, loss_fn, _ = make_workload("bnn")
+    needs_grad = []
+
+    def backend(graph_module, example_inputs):
+        (outputs,) = graph_module.graph.output_node().args
+        needs_grad.extend(
+            output.meta["example_value"].requires_grad
+            for output in outputs
+            if isinstance(output.meta.get("example_value"), torch.Tensor)
+        )
+        return graph_module.forward
+
+    step = compile_step(loss_fn, backend=backend)
+    step().backward()
+    step().backward()
+    # the loss and the logits argument of the likelihood leave the graph with
+    # gradients; the draws and distributions of the approximations do not
+    assert sum(needs_grad) == 2
+    weight = model.fc1.posterior.weight
+    assert weight.last_value is not None and weight.last_value.grad_fn is None
+    assert weight.tensor.grad_fn is not None  # an eager use draws anew
 
 
 def test_compile_step_warns_naming_graph_breaks():

@@ -9,7 +9,8 @@ that work without Python overhead.
 :func:`compile_step` is the way to compile: it runs the first call eagerly (lazily
 created parameters and approximations exist before anything is traced), compiles
 the step for later calls and warns, naming the reasons, when the compiled step breaks
-into several graphs.
+into several graphs. Given the optimiser, it makes the whole training step and
+compiles the optimiser's update as well.
 
 Checks of tensor *values* (a distribution's arguments inside their constraints, an
 observed value inside the support of its prior, plate indices in range) branch on
@@ -22,6 +23,7 @@ given (finite) in Python: call it outside the compiled function.
 from __future__ import annotations
 
 import functools
+import types
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -47,6 +49,53 @@ def check_in_graph(ok: torch.Tensor, message: str) -> None:
         >>> check_in_graph(torch.tensor(True), "never raised")
     """
     torch._assert_async(ok, message)
+
+
+class _StepState:
+    """While :func:`compile_step` traces a step, ``owners`` lists the objects that
+    hold state of this step only, released (``release_step_state()``) at its end
+    so that it does not leave the graph; ``None`` otherwise."""
+
+    __slots__ = ("owners",)
+
+    def __init__(self) -> None:
+        self.owners: list | None = None
+
+
+_STEP_STATE = _StepState()
+
+
+def note_step_state(owner: Any) -> None:
+    """Have ``owner.release_step_state()`` called at the end of the step that
+    :func:`compile_step` traces now (nothing otherwise)."""
+    owners = _STEP_STATE.owners
+    if owners is not None:
+        owners.append(owner)
+
+
+def _releasing_step_state(fn: Callable[..., Any]) -> Callable[..., Any]:
+    step_state = _STEP_STATE
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        outer = step_state.owners
+        step_state.owners = []
+        try:
+            result = fn(*args, **kwargs)
+            for owner in step_state.owners:
+                owner.release_step_state()
+        finally:
+            step_state.owners = outer
+        return result
+
+    # dynamo looks the globals of a function it inlines up in the module named by
+    # them; for a step whose globals are not its module's (a doctest, exec'd code)
+    # they must be those of the frame it compiles. traced reads no globals.
+    namespace = getattr(fn, "__globals__", None)
+    if namespace is not None:
+        traced = types.FunctionType(
+            traced.__code__, namespace, traced.__name__, None, traced.__closure__
+        )
+    return functools.wraps(fn)(traced)
 
 
 class TracedContextVar(Generic[T]):
@@ -97,19 +146,37 @@ class _TracedToken:
         self.previous = previous
 
 
-def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[..., Any]:
+def compile_step(
+    fn: Callable[..., Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    **compile_kwargs: Any,
+) -> Callable[..., Any]:
     """``fn`` compiled with ``torch.compile(fn, **compile_kwargs)``, its first call
-    run eagerly.
+    run eagerly; with an ``optimizer``, a whole training step.
 
     The first call creates what a borch model creates lazily (approximating
     variables and their parameters, layers' posteriors), so that the traced step sees
     the model as it will stay. The second call compiles; if the compiled step breaks
     into several graphs, a :class:`UserWarning` names why (with ``fullgraph=True``
-    torch raises instead). Put ``loss.backward()`` and the optimiser step after the
-    compiled part (compiled separately if wanted). With the default inductor backend
-    and neither ``mode`` nor ``options`` given, draws use torch's random-number
-    kernels (``options={"fallback_random": True}``): the same numbers as eager from
-    the same seed, and faster on the CPU.
+    torch raises instead). With the default inductor backend and neither ``mode``
+    nor ``options`` given, draws use torch's random-number kernels
+    (``options={"fallback_random": True}``): the same numbers as eager from the same
+    seed, and faster on the CPU.
+
+    Without ``optimizer``, the step returns what ``fn`` returns: call
+    ``loss.backward()`` and the optimiser after it. With ``optimizer``, each call
+    is ``optimizer.zero_grad()``, ``loss = fn(...)``, ``loss.backward()`` and
+    ``optimizer.step()``, and returns the detached loss; ``optimizer.step`` is
+    compiled too (its first step, which creates the optimiser's state, is eager),
+    its elementwise operations fused. The learning rate is then a constant of the
+    compiled update: give the optimiser ``lr=torch.tensor(...)`` if a scheduler
+    changes it, or every change recompiles. ``fullgraph`` applies to ``fn`` only
+    (torch's optimisers break their graph on purpose).
+
+    At the end of each compiled call, the random variables that drew or built a
+    distribution in it keep their draw without its autograd graph and drop the
+    distribution, so that only what ``fn`` returns leaves the graph with
+    gradients (an eager use after the step draws anew in any case).
 
     Example:
         >>> import torch
@@ -132,23 +199,64 @@ def compile_step(fn: Callable[..., Any], **compile_kwargs: Any) -> Callable[...,
         # inductor's own CPU random-number kernels are several times slower than
         # torch's and give other numbers (benchmarks/README.md): keep torch's.
         compile_kwargs["options"] = {"fallback_random": True}
-    compiled = torch.compile(fn, **compile_kwargs)
-    calls = 0
+    loss_stage = _Stage(
+        fn,
+        torch.compile(_releasing_step_state(fn), **compile_kwargs),
+        getattr(fn, "__qualname__", repr(fn)),
+    )
+    if optimizer is None:
+
+        @functools.wraps(fn)
+        def step(*args: Any, **kwargs: Any) -> Any:
+            return loss_stage(*args, **kwargs)
+
+        return step
+
+    # torch's optimisers break the graph on purpose around their update (so that
+    # it traces without gradients): no warning, and fullgraph is for the loss only.
+    update_kwargs = {k: v for k, v in compile_kwargs.items() if k != "fullgraph"}
+    update_stage = _Stage(
+        optimizer.step, torch.compile(optimizer.step, **update_kwargs), None
+    )
 
     @functools.wraps(fn)
-    def step(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            return fn(*args, **kwargs)
-        if calls > 2:
-            return compiled(*args, **kwargs)
-        before = _graph_breaks()
-        result = compiled(*args, **kwargs)
-        _warn_graph_breaks(fn, _graph_breaks() - before)
-        return result
+    def training_step(*args: Any, **kwargs: Any) -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_stage(*args, **kwargs)
+        loss.backward()
+        update_stage()
+        return loss.detach()
 
-    return step
+    return training_step
+
+
+class _Stage:
+    """One compiled part of a step: eager on its first call, compiled after; with a
+    ``name``, a warning names the graph breaks of the compiling call."""
+
+    __slots__ = ("calls", "compiled", "fn", "name")
+
+    def __init__(
+        self, fn: Callable[..., Any], compiled: Callable[..., Any], name: str | None
+    ) -> None:
+        self.fn = fn
+        self.compiled = compiled
+        self.name = name
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        calls = self.calls
+        if calls > 1:
+            return self.compiled(*args, **kwargs)
+        self.calls = calls + 1
+        if calls == 0:
+            return self.fn(*args, **kwargs)
+        if self.name is None:
+            return self.compiled(*args, **kwargs)
+        before = _graph_breaks()
+        result = self.compiled(*args, **kwargs)
+        _warn_graph_breaks(self.name, _graph_breaks() - before)
+        return result
 
 
 def _graph_breaks() -> Any:
@@ -157,14 +265,13 @@ def _graph_breaks() -> Any:
     return counters["graph_break"].copy()
 
 
-def _warn_graph_breaks(fn: Callable, breaks: Any) -> None:
+def _warn_graph_breaks(name: str, breaks: Any) -> None:
     if not breaks:
         return
-    name = getattr(fn, "__qualname__", repr(fn))
     reasons = "; ".join(f"{reason} ({count}x)" for reason, count in breaks.items())
     warnings.warn(
         f"compile_step({name}): the compiled step breaks into several graphs, so it "
         f"runs partly in Python: {reasons}",
         UserWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of the step
     )

@@ -31,7 +31,12 @@ import torch.utils._device as _torch_device
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from borch.compiling import TracedContextVar, check_in_graph, compiling
+from borch.compiling import (
+    TracedContextVar,
+    check_in_graph,
+    compiling,
+    note_step_state,
+)
 from borch.fastpath.construction import construct, remember_log_scale
 from borch.fastpath.draws import draw
 from borch.graph import Graph, apply_to_tensors
@@ -251,6 +256,15 @@ class RandomVariable(TensorLike, nn.Module):
         for rv in state["_watched_dists"]:
             rv.discard_value()
 
+    def release_step_state(self) -> None:
+        """End of a compiled step: keep the draw without its autograd graph and
+        drop the distribution (an eager use after the step rebuilds both anyway)."""
+        state = self.__dict__
+        value = state["_value"]
+        if value is not None:
+            state["_value"] = value.detach()
+        state["_dist"] = None
+
     def _invalidate(self, value: bool = True, distribution: bool = True) -> None:
         if distribution:
             self.__dict__["_dist"] = None
@@ -368,6 +382,7 @@ class RandomVariable(TensorLike, nn.Module):
                 state = self.__dict__
                 dist = state["_dist"] = self._build_distribution()
                 state["_dist_key"] = None  # the next eager use rebuilds
+                note_step_state(self)
             return dist
         key = self._current_key()
         if dist is None or key != self._dist_key:
@@ -424,6 +439,8 @@ class RandomVariable(TensorLike, nn.Module):
         state["_drawn_with_grad"] = explicit or torch.is_grad_enabled()
         if not compiling():  # an int that changes on every draw would recompile
             state["_generation"] += 1
+        elif not explicit:  # a value set by hand is kept as given
+            note_step_state(self)
         return value
 
     def _draw(self) -> Tensor:
