@@ -147,14 +147,19 @@ def _merge(first: _Span, second: _Span) -> tuple[_Span, Tensor]:
     rho = first.rho + second.rho
     seam_first = first.rho + second.momentum_begin
     seam_second = second.rho + first.momentum_end
-    no_u_turn = (
-        (_dot(first.sharp_begin, rho) > 0)
-        & (_dot(second.sharp_end, rho) > 0)
-        & (_dot(first.sharp_begin, seam_first) > 0)
-        & (_dot(second.sharp_begin, seam_first) > 0)
-        & (_dot(first.sharp_end, seam_second) > 0)
-        & (_dot(second.sharp_end, seam_second) > 0)
+    # Every velocity must point along its sum of momenta: six dot products at once.
+    velocities = torch.stack(
+        [
+            first.sharp_begin,
+            second.sharp_end,
+            first.sharp_begin,
+            second.sharp_begin,
+            first.sharp_end,
+            second.sharp_end,
+        ]
     )
+    sums = torch.stack([rho, rho, seam_first, seam_first, seam_second, seam_second])
+    no_u_turn = ((velocities * sums).sum(-1) > 0).all(0)
     merged = _Span(
         first.sharp_begin,
         first.momentum_begin,
@@ -172,23 +177,35 @@ class _Integrator:
         self.potential, self.metric = potential, metric
 
     def step(self, point: _Point, step_size: Tensor) -> _Point:
-        half = (0.5 * step_size).unsqueeze(-1)
-        momentum = point.momentum - half * point.grad
-        position = point.position + step_size.unsqueeze(-1) * self.metric.velocity(
-            momentum
-        )
+        """One step of ``step_size`` ``(chains, 1)``; a non-finite Hamiltonian
+        becomes ``inf``."""
+        momentum = point.momentum - (0.5 * step_size) * point.grad
+        position = point.position + step_size * self.metric.velocity(momentum)
         energy, grad = self.potential(position)
-        momentum = momentum - half * grad
+        momentum = momentum - (0.5 * step_size) * grad
         sharp = self.metric.velocity(momentum)
         hamiltonian = energy + 0.5 * _dot(momentum, sharp)
-        hamiltonian = torch.where(torch.isfinite(hamiltonian), hamiltonian, math.inf)
+        hamiltonian = torch.nan_to_num(hamiltonian, nan=math.inf, neginf=math.inf)
         return _Point(position, momentum, energy, grad, sharp, hamiltonian)
+
+
+class _Proposal(NamedTuple):
+    """What a transition keeps of the state it draws."""
+
+    position: Tensor
+    potential_energy: Tensor
+    grad: Tensor
+    energy: Tensor
+
+    @classmethod
+    def of(cls, point: _Point) -> _Proposal:
+        return cls(point.position, point.potential_energy, point.grad, point.energy)
 
 
 class _Subtree(NamedTuple):
     span: _Span
     last: _Point
-    proposal: _Point
+    proposal: _Proposal
     log_weight: Tensor
     sum_accept: Tensor
     num_steps: Tensor
@@ -205,7 +222,12 @@ def _build(
     active: Tensor,
     generator: torch.Generator,
 ) -> _Subtree:
-    """A subtree of ``2**depth`` leaves from ``start`` for the ``active`` chains."""
+    """A subtree of ``2**depth`` leaves from ``start`` for the ``active`` chains
+    (``step_size`` signed, ``(chains, 1)``).
+
+    Chains that are not active still move (a batch has one shape) but nothing they
+    do is counted: their leaves are masked out of every statistic and decision.
+    """
     chains = h0.shape[0]
     zeros = torch.zeros(chains, dtype=h0.dtype, device=h0.device)
     log_weight = torch.full_like(h0, -math.inf)
@@ -213,7 +235,7 @@ def _build(
     diverging = torch.zeros_like(active)
     turning = torch.zeros_like(active)
     pending: list[_Span | None] = [None] * depth
-    point = proposal = start
+    point, proposal = start, _Proposal.of(start)
     span = None
     for leaf in range(2**depth):
         new = integrator.step(point, step_size)
@@ -229,10 +251,10 @@ def _build(
         total = torch.logaddexp(log_weight, leaf_weight)
         uniform = torch.rand(chains, generator=generator, device=h0.device)
         take = active & (uniform < (leaf_weight - total).exp())
-        proposal = _select(take, new, proposal)
+        proposal = _select(take, _Proposal.of(new), proposal)
         log_weight = torch.where(active, total, log_weight)
         active = active & ~diverged
-        point = _select(active, new, point)
+        point = new
         span = _Span(new.sharp, new.momentum, new.sharp, new.momentum, new.momentum)
         level = 0
         while level < depth and (leaf >> level) & 1:
@@ -293,7 +315,8 @@ def batched_nuts_transition(
     chains = h0.shape[0]
     device = h0.device
     # The trajectory's ends in time order, its summed momentum and its proposal.
-    begin = end = proposal = start
+    begin = end = start
+    proposal = _Proposal.of(start)
     rho = momentum
     log_weight = torch.zeros_like(h0)
     sum_accept = torch.zeros_like(h0)
@@ -304,7 +327,7 @@ def batched_nuts_transition(
     for level in range(max_tree_depth):
         forward = torch.rand(chains, generator=generator, device=device) < 0.5
         edge = _select(forward, end, begin)
-        signed = torch.where(forward, step_size, -step_size)
+        signed = torch.where(forward, step_size, -step_size).unsqueeze(-1)
         subtree = _build(integrator, edge, signed, level, h0, running, generator)
         num_steps = num_steps + subtree.num_steps
         sum_accept = sum_accept + subtree.sum_accept
@@ -380,7 +403,7 @@ def batched_initial_step_size(
     integrator = _Integrator(potential, metric)
 
     def log_ratio(eps: Tensor) -> Tensor:
-        new = integrator.step(start, eps)
+        new = integrator.step(start, eps.unsqueeze(-1))
         finite = torch.isfinite(new.grad).all(-1)
         return torch.where(finite, h0 - new.energy, -math.inf)
 

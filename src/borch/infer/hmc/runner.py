@@ -443,11 +443,18 @@ def _vectorized(
     potential = (
         _traced_or_none(batched_traced_potential, eager, points) if trace else None
     )
-    traced = potential is not None
+    reference = None if potential is None else eager
     if potential is None:
         potential = RowwisePotential(eager)
     return sample_vectorized(
-        eager, potential, starts, settings, seed, layout, tuned, traced, progress
+        potential,
+        eager.tensor(points),
+        settings,
+        seed,
+        layout,
+        tuned,
+        reference=reference,
+        progress=progress,
     )
 
 

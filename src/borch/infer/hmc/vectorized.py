@@ -28,52 +28,63 @@ from borch.infer.hmc.batched_nuts import (
     batched_nuts_transition,
 )
 from borch.infer.hmc.batched_potential import BatchedPotential, RowwisePotential
-from borch.infer.hmc.hamiltonian import IntegratorState
 from borch.infer.hmc.metric import MassLayout, Metric
-from borch.infer.hmc.model_conversion import ModelPotential
-from borch.infer.hmc.potential import to_numpy
-from borch.infer.hmc.traced.tracing import disagreement
+from borch.infer.hmc.potential import Potential, to_numpy
+from borch.infer.hmc.traced.batched import differences
 
 
 def sample_vectorized(
-    eager: ModelPotential,
     potential: BatchedPotential,
-    starts: Sequence[IntegratorState],
+    positions: torch.Tensor,
     settings: Any,
     seed: int,
     layout: MassLayout,
     tuned: Sequence[tuple[float, Metric]] | None = None,
-    traced: bool = False,
+    reference: Potential | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Warm up and sample every chain together; return each chain's result.
 
     Args:
-        eager: the model's potential (one position), the reference a traced
-            ``potential`` is checked against at
-            :func:`~borch.infer.hmc.adaptation.check_iterations`; on a difference
-            every chain continues on it (row by row).
         potential: the batched potential of all chains.
-        starts: each chain's initial point.
+        positions: ``(chains, dim)``, each chain's initial point (on the device and
+            in the dtype the chains run in).
         settings: the runner's ``Settings`` (draws, warm-up, target, tree depth).
         seed: seeds the ``torch.Generator`` every random number comes from.
         layout: the blocks of the mass matrix warm-up estimates.
         tuned: each chain's ``(step_size, metric)`` to start from instead of the
             identity metric and a step size search.
-        traced: whether ``potential`` replays a trace (and is checked).
+        reference: the potential (one numpy position) that ``potential`` replays a
+            trace of: they are compared at
+            :func:`~borch.infer.hmc.adaptation.check_iterations`, and on a difference
+            every chain continues on ``reference``, row by row.
         progress: show one progress bar for the chains.
 
     Returns:
         Per chain, the dict :func:`borch.infer.hmc.runner.sample_chain` returns, with
-        ``traced``.
+        ``traced`` (whether its draws came from a checked trace).
+
+    Example:
+        >>> import torch
+        >>> from borch.infer.hmc.metric import MassLayout
+        >>> from borch.infer.hmc.runner import Settings
+        >>> scales = torch.tensor([[1.0], [10.0]])  # chain 1 sees a wider Normal
+        >>> potential = lambda q: (0.5 * (q / scales).pow(2).sum(-1), q / scales**2)
+        >>> results = sample_vectorized(
+        ...     potential, torch.zeros(2, 1), Settings(200, 200, 0.8), 0, MassLayout(1)
+        ... )
+        >>> [round(float(r["positions"].std())) for r in results]  # about 1 and 10
+        [1, 11]
+        >>> bool(results[1]["step_size"] > 5 * results[0]["step_size"])
+        True
     """
-    chains, warmup = len(starts), settings.warmup
-    generator = torch.Generator(device=eager.device).manual_seed(seed)
-    positions = eager.tensor(np.stack([start.position for start in starts]))
+    chains, warmup = len(positions), settings.warmup
+    generator = torch.Generator(device=positions.device).manual_seed(seed)
     state = BatchedState(positions, *potential(positions))
     dtype = positions.dtype
+    numpy_dtype = to_numpy(positions[:1]).dtype
     if tuned is None:
-        metrics = [layout.identity(eager.numpy_dtype)] * chains
+        metrics = [layout.identity(numpy_dtype)] * chains
         metric = _batched(metrics, positions)
         step_size = batched_initial_step_size(
             state, potential, metric, generator, torch.ones_like(state.potential_energy)
@@ -88,10 +99,11 @@ def sample_vectorized(
             layout,
             float(step),
             settings.target_accept,
-            eager.numpy_dtype,
+            numpy_dtype,
         )
         for step in step_size.tolist()
     ]
+    traced = reference is not None
     checks = check_iterations(warmup) if traced else set()
     mismatches: list[str | None] = [None] * chains
     recorder = _Recorder(settings.num_samples, positions)
@@ -126,10 +138,10 @@ def sample_vectorized(
                     [adaptation.step_size for adaptation in adaptations]
                 ).to(dtype=dtype, device=positions.device)
                 if iteration in checks and traced:
-                    mismatches = _compare(potential, eager, state.position)
+                    mismatches = _compare(potential, reference, state.position)
                     if any(m is not None for m in mismatches):
                         traced = False
-                        potential = RowwisePotential(eager)
+                        potential = RowwisePotential(reference)
                         state = _restart(state, positions, potential)
             else:
                 recorder.record(iteration - warmup, state, info)
@@ -146,24 +158,14 @@ def _batched(metrics: Sequence[Metric], like: torch.Tensor) -> BatchedMetric:
 
 
 def _compare(
-    potential: BatchedPotential, eager: ModelPotential, positions: torch.Tensor
+    potential: BatchedPotential, reference: Potential, positions: torch.Tensor
 ) -> list[str | None]:
-    """How the batched potential differs from the model at each chain's position."""
+    """How the batched potential differs from ``reference`` at each chain's
+    position."""
     energies, grads = potential(positions)
-    energies, grads = to_numpy(energies), to_numpy(grads)
-    differences = []
-    for row, position in enumerate(to_numpy(positions)):
-        expected_energy, expected_grad = eager(np.ascontiguousarray(position))
-        differences.append(
-            disagreement(
-                float(energies[row]),
-                grads[row],
-                expected_energy,
-                expected_grad,
-                eager.dtype,
-            )
-        )
-    return differences
+    return differences(
+        to_numpy(energies), to_numpy(grads), reference, to_numpy(positions)
+    )
 
 
 def _restart(

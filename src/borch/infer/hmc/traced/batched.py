@@ -88,12 +88,8 @@ def batched_traced_potential(
         ) from error
     potential = BatchedTracedPotential(compile_graph(batched_graph, batch), len(batch))
     energies, grads = potential(batch)
-    energies, grads = to_numpy(energies), to_numpy(grads)
-    for row, point in enumerate(points):
-        expected_energy, expected_grad = eager(np.ascontiguousarray(point))
-        difference = disagreement(
-            float(energies[row]), grads[row], expected_energy, expected_grad, dtype
-        )
+    found = differences(to_numpy(energies), to_numpy(grads), eager, points)
+    for row, difference in enumerate(found):
         if difference is not None:
             raise TraceError(
                 f"the batched traced potential differs from the model's at chain "
@@ -103,4 +99,25 @@ def batched_traced_potential(
     return potential
 
 
-__all__ = ["BatchedTracedPotential", "batched_traced_potential"]
+def differences(
+    energies: np.ndarray, grads: np.ndarray, reference: Potential, points: np.ndarray
+) -> list[str | None]:
+    """How each row of batched ``energies`` and ``grads`` differs from
+    ``reference`` at that row of ``points`` (:func:`disagreement`; ``None`` where
+    they agree)."""
+    found = []
+    for row, point in enumerate(points):
+        expected_energy, expected_grad = reference(np.ascontiguousarray(point))
+        found.append(
+            disagreement(
+                float(energies[row]),
+                grads[row],
+                expected_energy,
+                expected_grad,
+                grads.dtype,
+            )
+        )
+    return found
+
+
+__all__ = ["BatchedTracedPotential", "batched_traced_potential", "differences"]
