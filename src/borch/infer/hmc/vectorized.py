@@ -75,7 +75,8 @@ def sample_vectorized(
         ... )
         >>> [round(float(r["positions"].std())) for r in results]  # about 1 and 10
         [1, 11]
-        >>> bool(results[1]["step_size"] > 5 * results[0]["step_size"])
+        >>> inverse_mass = [float(r["inverse_mass"][0]) for r in results]
+        >>> inverse_mass[1] > 20 * inverse_mass[0]  # each chain adapted its own
         True
     """
     chains, warmup = len(positions), settings.warmup
