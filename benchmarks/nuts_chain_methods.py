@@ -29,7 +29,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.nuts_numpyro import borch_model
+from benchmarks.nuts_numpyro import borch_model, write_report
 
 STEP_SIZES = {"logistic": 0.05, "kidiq": 0.02, "mesquite": 0.02}
 
@@ -141,10 +141,7 @@ def main(argv=None):
         "torch": torch.__version__,
         "rows": rows,
     }
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2))
-    print(f"written to {output}")
+    write_report(report, args.output)
     return report
 
 

@@ -407,11 +407,16 @@ def main(argv=None):
         "medians": medians,
         "ratios": ratios,
     }
-    output = pathlib.Path(args.output)
+    write_report(report, args.output)
+    return report
+
+
+def write_report(report: dict, path: str) -> None:
+    """Write ``report`` as JSON to ``path`` (creating its folder)."""
+    output = pathlib.Path(path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {output}")
-    return report
 
 
 if __name__ == "__main__":

@@ -271,6 +271,18 @@ def _build(
     )
 
 
+def _start(
+    state: BatchedState, metric: BatchedMetric, generator: torch.Generator
+) -> _Point:
+    """The chains' points with fresh momenta."""
+    momentum = metric.sample_momentum(generator)
+    sharp = metric.velocity(momentum)
+    energy = state.potential_energy + 0.5 * _dot(momentum, sharp)
+    return _Point(
+        state.position, momentum, state.potential_energy, state.grad, sharp, energy
+    )
+
+
 def batched_nuts_transition(
     state: BatchedState,
     potential: BatchedPotential,
@@ -305,19 +317,15 @@ def batched_nuts_transition(
         >>> new.position.shape, bool((info.tree_depth <= 5).all())
         (torch.Size([3, 2]), True)
     """
-    momentum = metric.sample_momentum(generator)
-    sharp = metric.velocity(momentum)
-    h0 = state.potential_energy + 0.5 * _dot(momentum, sharp)
-    start = _Point(
-        state.position, momentum, state.potential_energy, state.grad, sharp, h0
-    )
+    start = _start(state, metric, generator)
+    h0 = start.energy
     integrator = _Integrator(potential, metric)
     chains = h0.shape[0]
     device = h0.device
     # The trajectory's ends in time order, its summed momentum and its proposal.
     begin = end = start
     proposal = _Proposal.of(start)
-    rho = momentum
+    rho = start.momentum
     log_weight = torch.zeros_like(h0)
     sum_accept = torch.zeros_like(h0)
     num_steps = torch.zeros(chains, dtype=torch.int64, device=device)
@@ -394,12 +402,8 @@ def batched_initial_step_size(
         >>> bool(step[1] > step[0])  # the smaller inverse mass takes longer steps
         True
     """
-    momentum = metric.sample_momentum(generator)
-    sharp = metric.velocity(momentum)
-    h0 = state.potential_energy + 0.5 * _dot(momentum, sharp)
-    start = _Point(
-        state.position, momentum, state.potential_energy, state.grad, sharp, h0
-    )
+    start = _start(state, metric, generator)
+    h0 = start.energy
     integrator = _Integrator(potential, metric)
 
     def log_ratio(eps: Tensor) -> Tensor:
