@@ -331,3 +331,10 @@ def test_vectorized_chains_on_the_gpu():
     assert result.samples["mu"].device.type == "cuda"
     assert result.traced
     assert_mean_within_mcse(result.samples["mu"].double().cpu().numpy(), POSTERIOR_MEAN)
+
+
+def test_the_progress_bar_shows_the_chains(capfd):
+    mcmc(mean_model(), MEAN_Y, chains=3, seed=5, chain_method="vectorized", **SHORT)
+    err = capfd.readouterr().err
+    for text in ("3 chains (vectorized)", "median step", "accept", "divergent"):
+        assert text in err

@@ -146,8 +146,10 @@ def sample_vectorized(
                         state = _restart(state, positions, potential)
             else:
                 recorder.record(iteration - warmup, state, info)
-            bar.set_postfix_str(_postfix(iteration < warmup, step_size, info), False)
-            bar.update(1)
+            if progress:  # the summary costs a device synchronisation
+                postfix = _postfix(iteration < warmup, step_size, info)
+                bar.set_postfix_str(postfix, refresh=False)
+                bar.update(1)
     finally:
         bar.close()
     return recorder.results(state, step_size, metrics, mismatches, traced)
