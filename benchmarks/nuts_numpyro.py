@@ -15,9 +15,13 @@ Three workloads, 4 chains of 1000 warm-up iterations and 1000 draws each:
 Stan's flat priors are ``Normal(0, 1000)`` (coefficients) and ``HalfNormal(1000)``
 (mesquite's sigma) in both libraries.
 
-borch runs ``borch.infer.mcmc`` (chains in worker processes, one per core) in this
-process, after an untimed short run that pays the imports; its time is that of the
-``mcmc`` call (copying and tracing the model included). NumPyro runs in a fresh
+borch runs ``borch.infer.mcmc`` with each ``--chain-method`` given (default
+``parallel``, chains in worker processes, one per core: its fastest on a 2-core CPU
+with 4 chains; ``vectorized`` is all chains as one batched computation,
+``sequential`` one chain after the other) in this process, after an untimed short run
+that pays the imports; its time is that of the ``mcmc`` call (copying and tracing the
+model included). ``--chains``, ``--warmup`` and ``--draws`` change the run for every
+sampler. NumPyro runs in a fresh
 process per workload (``--numpyro-python``, a Python with jax and numpyro;
 ``chain_method="vectorized"``, its fastest here): *cold* is its first run there (JIT
 compilation included), *warm* a second run in the same process. Pyro
@@ -26,7 +30,9 @@ unless given: it is an order of magnitude slower. ESS is ArviZ's bulk ESS, the
 minimum over every coordinate. Medians over ``--repeats``. Results go to
 ``benchmarks/results/nuts_numpyro.json``.
 
-Run: ``python benchmarks/nuts_numpyro.py --numpyro-python /tmp/env16/bin/python``.
+Run: ``python benchmarks/nuts_numpyro.py --numpyro-python /tmp/env16/bin/python``
+(add ``--chain-method parallel vectorized sequential --chains 16`` to compare borch's
+chain methods on 16 chains).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import pathlib
 import platform
 import statistics
@@ -140,7 +147,14 @@ def borch_model(workload: str):
     return model, arrays["x"]
 
 
-def run_borch(workload: str, seed: int, warmup=WARMUP, draws=DRAWS) -> dict:
+def run_borch(
+    workload: str,
+    seed: int,
+    warmup=WARMUP,
+    draws=DRAWS,
+    chains=CHAINS,
+    chain_method="parallel",
+) -> dict:
     import borch
 
     model, x = borch_model(workload)
@@ -150,10 +164,11 @@ def run_borch(workload: str, seed: int, warmup=WARMUP, draws=DRAWS) -> dict:
         x,
         num_samples=draws,
         warmup=warmup,
-        chains=CHAINS,
+        chains=chains,
         seed=seed,
         progress=False,
         dense_mass=DENSE[workload],
+        chain_method=chain_method,
     )
     seconds = time.perf_counter() - start
     samples = {name: value.numpy() for name, value in result.samples.items()}
@@ -163,7 +178,9 @@ def run_borch(workload: str, seed: int, warmup=WARMUP, draws=DRAWS) -> dict:
 # --- NumPyro and Pyro, each in its own process ------------------------------------
 
 
-def run_numpyro(workload: str, seeds: list[int]) -> list[dict]:
+def run_numpyro(
+    workload: str, seeds: list[int], warmup=WARMUP, draws=DRAWS, chains=CHAINS
+) -> list[dict]:
     """Runs in a Python with jax and numpyro: the first run is cold."""
     import jax
 
@@ -196,9 +213,9 @@ def run_numpyro(workload: str, seeds: list[int]) -> list[dict]:
         start = time.perf_counter()
         sampler = MCMC(
             NUTS(model, dense_mass=DENSE[workload]),
-            num_warmup=WARMUP,
-            num_samples=DRAWS,
-            num_chains=CHAINS,
+            num_warmup=warmup,
+            num_samples=draws,
+            num_chains=chains,
             chain_method="vectorized",
             progress_bar=False,
         )
@@ -212,7 +229,9 @@ def run_numpyro(workload: str, seeds: list[int]) -> list[dict]:
     return runs
 
 
-def run_pyro(workload: str, seeds: list[int]) -> list[dict]:
+def run_pyro(
+    workload: str, seeds: list[int], warmup=WARMUP, draws=DRAWS, chains=CHAINS
+) -> list[dict]:
     """Runs in a Python with pyro (chains one after the other, no JIT)."""
     import pyro
     import pyro.distributions as pdist
@@ -247,9 +266,9 @@ def run_pyro(workload: str, seeds: list[int]) -> list[dict]:
         start = time.perf_counter()
         sampler = MCMC(
             NUTS(model, jit_compile=False, full_mass=DENSE[workload]),
-            num_samples=DRAWS,
-            warmup_steps=WARMUP,
-            num_chains=CHAINS,
+            num_samples=draws,
+            warmup_steps=warmup,
+            num_chains=chains,
             mp_context="spawn",
             disable_progbar=True,
         )
@@ -261,10 +280,14 @@ def run_pyro(workload: str, seeds: list[int]) -> list[dict]:
     return runs
 
 
-def in_process(python: str, engine: str, workload: str, seeds: list[int]) -> list[dict]:
-    """Run ``engine`` on ``workload`` in a fresh process of ``python``."""
+def in_process(
+    python: str, engine: str, workload: str, seeds: list[int], run: dict
+) -> list[dict]:
+    """Run ``engine`` on ``workload`` in a fresh process of ``python`` (``run``: the
+    warm-up, draws and chains)."""
     command = [python, __file__, "--engine", engine, "--workload", workload]
     command += ["--seeds", *map(str, seeds)]
+    command += [f"--{key}={value}" for key, value in run.items()]
     found = subprocess.run(command, capture_output=True, text=True, check=False)
     if found.returncode != 0:
         raise RuntimeError(f"{engine} on {workload} failed:\n{found.stderr[-3000:]}")
@@ -281,6 +304,16 @@ def main(argv=None):
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
     parser.add_argument("--numpyro-python", default=None)
     parser.add_argument("--pyro-python", default=None)
+    parser.add_argument(
+        "--chain-method",
+        nargs="+",
+        default=["parallel"],
+        choices=["parallel", "sequential", "vectorized"],
+        help="borch's chain methods to run (each is a sampler of its own)",
+    )
+    parser.add_argument("--chains", type=int, default=CHAINS)
+    parser.add_argument("--warmup", type=int, default=WARMUP)
+    parser.add_argument("--draws", type=int, default=DRAWS)
     parser.add_argument("--engine", choices=["numpyro", "pyro"], help=argparse.SUPPRESS)
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", nargs="+", type=int, help=argparse.SUPPRESS)
@@ -291,29 +324,39 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.engine is not None:  # a child process: print the runs as JSON
         run = run_numpyro if args.engine == "numpyro" else run_pyro
-        print(json.dumps(run(args.workload, args.seeds)))
+        found = run(args.workload, args.seeds, args.warmup, args.draws, args.chains)
+        print(json.dumps(found))
         return None
 
     import torch
 
     torch.set_num_threads(1)
     seeds = list(range(1, args.repeats + 1))
+    run = {"warmup": args.warmup, "draws": args.draws, "chains": args.chains}
+    borchs = [f"borch {method}" for method in args.chain_method]
     runs: dict[str, dict[str, list]] = {}
     for workload in args.workloads:
-        run_borch(workload, seed=0, warmup=20, draws=20)  # imports, untimed
-        found: dict[str, list] = {"borch": [], "numpyro cold": [], "numpyro warm": []}
+        for method in args.chain_method:  # imports and compilation, untimed
+            run_borch(workload, 0, 20, 20, args.chains, method)
+        found: dict[str, list] = {name: [] for name in borchs}
+        found |= {"numpyro cold": [], "numpyro warm": []}
         for seed in seeds:  # alternate the samplers
-            found["borch"].append(run_borch(workload, seed))
-            print(workload, "borch", found["borch"][-1], flush=True)
+            for method, name in zip(args.chain_method, borchs):
+                found[name].append(
+                    run_borch(workload, seed, **run, chain_method=method)
+                )
+                print(workload, name, found[name][-1], flush=True)
             if args.numpyro_python:
                 cold, warm = in_process(
-                    args.numpyro_python, "numpyro", workload, [seed, seed + 100]
+                    args.numpyro_python, "numpyro", workload, [seed, seed + 100], run
                 )
                 found["numpyro cold"].append(cold)
                 found["numpyro warm"].append(warm)
                 print(workload, "numpyro", cold, warm, flush=True)
         if args.pyro_python:
-            found["pyro"] = in_process(args.pyro_python, "pyro", workload, seeds[:1])
+            found["pyro"] = in_process(
+                args.pyro_python, "pyro", workload, seeds[:1], run
+            )
         runs[workload] = {name: value for name, value in found.items() if value}
     medians = {
         workload: {
@@ -328,12 +371,13 @@ def main(argv=None):
     }
     ratios = {}
     for workload, by_sampler in medians.items():
-        for other in ("numpyro cold", "numpyro warm", "pyro"):
-            if other in by_sampler:
-                ratios[f"{workload}: borch / {other}"] = (
-                    by_sampler["borch"]["ess_per_second"]
-                    / by_sampler[other]["ess_per_second"]
-                )
+        for name in borchs:
+            for other in ("numpyro cold", "numpyro warm", "pyro", *borchs):
+                if other in by_sampler and other != name:
+                    ratios[f"{workload}: {name} / {other}"] = (
+                        by_sampler[name]["ess_per_second"]
+                        / by_sampler[other]["ess_per_second"]
+                    )
     print(f"\n{'workload':10s} {'sampler':14s} {'ESS/s':>8s} {'steps/draw':>11s}")
     for workload, by_sampler in medians.items():
         for name, summary in by_sampler.items():
@@ -347,27 +391,32 @@ def main(argv=None):
         "benchmark": "nuts_numpyro",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "settings": {
-            "warmup": WARMUP,
-            "draws": DRAWS,
-            "chains": CHAINS,
+            **run,
+            "chain_methods": args.chain_method,
             "repeats": args.repeats,
             "dense_mass": DENSE,
         },
+        "load_average": os.getloadavg(),
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "cores": len(__import__("os").sched_getaffinity(0)),
+            "cores": len(os.sched_getaffinity(0)),
         },
         "runs": runs,
         "medians": medians,
         "ratios": ratios,
     }
-    output = pathlib.Path(args.output)
+    write_report(report, args.output)
+    return report
+
+
+def write_report(report: dict, path: str) -> None:
+    """Write ``report`` as JSON to ``path`` (creating its folder)."""
+    output = pathlib.Path(path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {output}")
-    return report
 
 
 if __name__ == "__main__":

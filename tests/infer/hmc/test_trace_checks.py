@@ -126,18 +126,23 @@ def test_a_wrong_trace_moves_the_chain_onto_the_model(monkeypatch, parallel):
             known_mean(), Y, chains=2, seed=2, num_samples=800, warmup=200,
             parallel=parallel, progress=False,
         )  # fmt: skip
-    messages = [str(w.message) for w in caught]
-    for chain in (0, 1):
-        assert any(
-            m.startswith(f"chain {chain}: the traced potential differs")
-            for m in messages
-        ), messages
-    assert all("switched to evaluating the model eagerly" in m for m in messages)
+    assert_every_chain_switched(caught, chains=2)
     assert not result.traced
     assert result.traced_chains == [False, False]
     draws = result.samples["mu"].double().numpy()
     assert_mean_within_mcse(draws, POSTERIOR_MEAN)
     assert_mean_within_mcse((draws - POSTERIOR_MEAN) ** 2, POSTERIOR_VARIANCE)
+
+
+def assert_every_chain_switched(caught, chains):
+    """Every chain warned that its trace differs and it moved onto the model."""
+    messages = [str(w.message) for w in caught]
+    for chain in range(chains):
+        assert any(
+            m.startswith(f"chain {chain}: the traced potential differs")
+            for m in messages
+        ), messages
+    assert all("switched to evaluating the model eagerly" in m for m in messages)
 
 
 def test_a_right_trace_is_kept():

@@ -7,7 +7,9 @@ Kernels (:mod:`~borch.infer.hmc.kernels`: ``init(position, potential) -> state``
 gradient on a flat vector), with the kinetic energy of a
 :class:`~borch.infer.hmc.metric.Metric`; a model becomes a potential in
 :mod:`~borch.infer.hmc.model_conversion`, and :mod:`borch.infer.hmc.traced` replays a
-trace of it for speed.
+trace of it for speed. ``mcmc(chain_method="vectorized")`` moves all chains at
+once instead: :mod:`~borch.infer.hmc.batched_nuts` in torch on a
+:mod:`~borch.infer.hmc.batched_potential` (:mod:`~borch.infer.hmc.vectorized`).
 """
 
 from borch.infer.hmc.adaptation import dual_averaging, find_reasonable_epsilon

@@ -368,6 +368,18 @@ def warmup_windows(
     return windows
 
 
+def check_iterations(warmup: int) -> set[int]:
+    """The warm-up iterations after which a traced potential is compared with the
+    model: the first, the last of every adaptation window, and the last.
+
+    Example:
+        >>> sorted(check_iterations(1000))
+        [0, 99, 149, 249, 449, 949, 999]
+    """
+    ends = {end - 1 for _, end in warmup_windows(warmup)}
+    return {i for i in {0, warmup - 1, *ends} if 0 <= i < warmup}
+
+
 class WindowedAdaptation:
     """Stan-style warm-up: dual averaging throughout, the mass matrix per window.
 
@@ -431,6 +443,7 @@ __all__ = [
     "WelfordCovariance",
     "WelfordVariance",
     "WindowedAdaptation",
+    "check_iterations",
     "dual_averaging",
     "find_reasonable_epsilon",
     "initial_step_size",

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from borch.infer.hmc.adaptation import WindowedAdaptation, warmup_windows
+from borch.infer.hmc.adaptation import WindowedAdaptation, check_iterations
+from borch.infer.hmc.batched_potential import RowwisePotential
 from borch.infer.hmc.chains import Report, available_cores, run_chains
 from borch.infer.hmc.checkpoint import ChainCheckpoint
 from borch.infer.hmc.checkpoint import tensor as checkpoint_tensor
@@ -34,12 +35,14 @@ from borch.infer.hmc.metric import MassLayout, Metric
 from borch.infer.hmc.model_conversion import ModelPotential, sampling_copy
 from borch.infer.hmc.potential import Potential
 from borch.infer.hmc.result import MCMCResult
+from borch.infer.hmc.traced.batched import batched_traced_potential
 from borch.infer.hmc.traced.tracing import (
     TraceError,
     UntestedTorchError,
     disagreement,
     traced_potential,
 )
+from borch.infer.hmc.vectorized import sample_vectorized
 from borch.validation import check_count
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ def mcmc(
     target_accept: float = 0.8,
     max_tree_depth: int | None = None,
     parallel: bool | None = None,
+    chain_method: str | None = None,
     trace: bool = True,
     kernel: Kernel | str | None = None,
     dense_mass: bool | Sequence[Sequence[str]] | None = None,
@@ -97,10 +101,22 @@ def mcmc(
             0.95) to take smaller steps where the posterior is hard.
         max_tree_depth: at most ``2**max_tree_depth`` leapfrog steps per draw of the
             default NUTS kernel (10 if ``None``).
-        parallel: run chains in worker processes (one torch thread each); ``None``
-            does so when there is more than one chain and core. Models on an
-            accelerator run their chains one after the other in this process. The
-            same ``seed`` gives the same draws either way.
+        parallel: ``True`` is ``chain_method="parallel"``, ``False``
+            ``"sequential"`` (giving both is an error unless they agree).
+        chain_method: how the chains run. ``"parallel"``: in worker processes (one
+            torch thread each); ``"sequential"``: one after the other in this
+            process; the same ``seed`` gives the same draws either way. Models on an
+            accelerator run ``"parallel"`` as ``"sequential"``. ``"vectorized"``: all
+            chains as one batched computation in this process (the model's trace
+            replayed on a ``(chains, dim)`` batch of positions, and a batched NUTS in
+            torch where every chain has its own tree, step size, mass matrix and
+            warm-up), on the model's device; best with many chains or on a GPU. Its
+            draws differ from the other methods' (other random numbers) but are the
+            same for the same ``seed`` on the same device. It supports
+            ``dense_mass``, ``init`` and ``continue_from``, but only the NUTS kernel
+            and no ``checkpoint``; a model that cannot be traced is run chain by
+            chain. ``None``: ``"parallel"`` when there is more than one chain and
+            core, else ``"sequential"``.
         trace: replay a trace of the model's log density and gradient (much faster);
             models that cannot be traced (value-dependent control flow) are run
             instead either way, and so is every model on a torch version tracing was
@@ -165,6 +181,9 @@ def mcmc(
         5.0
     """
     kernel = as_kernel(kernel, max_tree_depth)
+    chain_method = _chain_method(chain_method, parallel)
+    if chain_method == "vectorized":
+        _check_vectorizable(kernel, checkpoint)
     settings = Settings(
         num_samples=check_count("num_samples", num_samples, minimum=1),
         warmup=check_count("warmup", warmup, minimum=0),
@@ -197,13 +216,20 @@ def mcmc(
     if tuned is not None:
         tuned = [(step, layout.from_matrix(matrix)) for step, matrix in tuned]
     _check_deterministic(eager, starts[0])
+    if chain_method == "vectorized":
+        results = _vectorized(
+            eager, starts, settings, chain_seeds[0], layout, tuned, trace, progress
+        )
+        return _assemble(eager, results, seed, dense_mass)
     potential = _fast_potential(eager, starts[:2]) if trace else eager
     traced = potential is not eager
 
     if eager.device.type != "cpu":
         parallel = False  # worker processes cannot share an accelerator safely
-    elif parallel is None:
+    elif chain_method is None:
         parallel = chains > 1 and available_cores() > 1
+    else:
+        parallel = chain_method == "parallel"
     checkpoints = None
     if checkpoint is not None:
         header = {
@@ -348,15 +374,88 @@ def _fast_potential(
     """The traced potential, checked at ``starts``; ``eager`` if tracing fails (with
     a warning if the torch version is the reason)."""
     points = [start.position for start in starts]
+    traced = _traced_or_none(traced_potential, eager, points)
+    return eager if traced is None else traced
+
+
+def _traced_or_none(trace: Callable, eager: ModelPotential, points: Any) -> Any:
+    """``trace(eager.evaluate, eager, points, device, dtype)``, or ``None`` if the
+    model cannot be traced (with a warning if the torch version is the reason)."""
     try:
-        return traced_potential(
-            eager.evaluate, eager, points, eager.device, eager.dtype
-        )
+        return trace(eager.evaluate, eager, points, eager.device, eager.dtype)
     except UntestedTorchError as error:
-        warnings.warn(str(error), UserWarning, stacklevel=3)
+        warnings.warn(str(error), UserWarning, stacklevel=4)
     except TraceError as error:
         logger.info("evaluating the model eagerly: %s", error)
-    return eager
+    return None
+
+
+#: The values of ``mcmc(chain_method=...)``.
+CHAIN_METHODS = ("parallel", "sequential", "vectorized")
+
+
+def _chain_method(chain_method: str | None, parallel: bool | None) -> str | None:
+    """The chain method ``chain_method`` and ``parallel`` ask for together (``None``:
+    choose by the cores)."""
+    if chain_method is not None and chain_method not in CHAIN_METHODS:
+        raise ValueError(
+            f"chain_method must be one of {CHAIN_METHODS} or None, got {chain_method!r}"
+        )
+    if parallel is None:
+        return chain_method
+    if not isinstance(parallel, bool):
+        raise TypeError(f"parallel must be True, False or None, got {parallel!r}")
+    implied = "parallel" if parallel else "sequential"
+    if chain_method not in (None, implied):
+        raise ValueError(
+            f"parallel={parallel} asks for chain_method={implied!r}, but "
+            f"chain_method={chain_method!r} was given: give one of the two"
+        )
+    return implied
+
+
+def _check_vectorizable(kernel: Kernel, checkpoint: Any) -> None:
+    if type(kernel) is not NUTS:
+        raise ValueError(
+            f'chain_method="vectorized" runs the NUTS kernel only, got kernel={kernel!r}: '
+            'use chain_method="parallel" or "sequential" for other kernels'
+        )
+    if checkpoint is not None:
+        raise ValueError(
+            'chain_method="vectorized" does not write checkpoints: use '
+            'chain_method="parallel" or "sequential" with checkpoint='
+        )
+
+
+def _vectorized(
+    eager: ModelPotential,
+    starts: Sequence[IntegratorState],
+    settings: Settings,
+    seed: int,
+    layout: MassLayout,
+    tuned: Sequence[tuple[float, Metric]] | None,
+    trace: bool,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every chain at once (:func:`~borch.infer.hmc.vectorized.sample_vectorized`),
+    on the batched trace of the model where it can be traced."""
+    points = np.stack([start.position for start in starts])
+    potential = (
+        _traced_or_none(batched_traced_potential, eager, points) if trace else None
+    )
+    reference = None if potential is None else eager
+    if potential is None:
+        potential = RowwisePotential(eager)
+    return sample_vectorized(
+        potential,
+        eager.tensor(points),
+        settings,
+        seed,
+        layout,
+        tuned,
+        reference=reference,
+        progress=progress,
+    )
 
 
 class ChainJob:
@@ -574,18 +673,6 @@ def _restore(saved: dict[str, torch.Tensor], num_samples: int) -> dict[str, np.n
     return stats
 
 
-def check_iterations(warmup: int) -> set[int]:
-    """The warm-up iterations after which a traced potential is compared with the
-    model: the first, the last of every adaptation window, and the last.
-
-    Example:
-        >>> sorted(check_iterations(1000))
-        [0, 99, 149, 249, 449, 949, 999]
-    """
-    ends = {end - 1 for _, end in warmup_windows(warmup)}
-    return {i for i in {0, warmup - 1, *ends} if 0 <= i < warmup}
-
-
 def _compare(
     potential: Potential, reference: Potential, position: np.ndarray
 ) -> str | None:
@@ -710,6 +797,7 @@ def _assemble(
 
 
 __all__ = [
+    "CHAIN_METHODS",
     "MCMCResult",
     "Settings",
     "check_iterations",

@@ -170,6 +170,24 @@ def trace_value_and_grad(
         (tensor(5.), tensor([2., 4.]))
     """
 
+    graph = record_value_and_grad(evaluate, example)
+    return compile_graph(graph, example.detach(), numpy_input)
+
+
+def record_value_and_grad(
+    evaluate: Callable[[Tensor], Tensor], example: Tensor
+) -> GraphModule:
+    """The ATen graph of ``position -> (evaluate(position), gradient)``, recorded by
+    ``make_fx`` at ``example`` with validation off; :class:`TraceError` if it cannot
+    be recorded.
+
+    Example:
+        >>> import torch
+        >>> graph = record_value_and_grad(lambda q: (q**2).sum(), torch.ones(2))
+        >>> graph(torch.tensor([1.0, 2.0]))
+        (tensor(5.), tensor([2., 4.]))
+    """
+
     def value_and_grad(position: Tensor) -> tuple[Tensor, Tensor]:
         position = position.detach().requires_grad_(True)
         energy = evaluate(position)
@@ -181,12 +199,11 @@ def trace_value_and_grad(
         torch.distributions.Distribution.set_default_validate_args(False)
         with validate_args(False), torch.enable_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = make_fx(value_and_grad)(example.detach())
+            return make_fx(value_and_grad)(example.detach())
     except Exception as error:
         raise TraceError(f"the potential could not be traced: {error}") from error
     finally:
         torch.distributions.Distribution.set_default_validate_args(default_validation)
-    return compile_graph(graph, example.detach(), numpy_input)
 
 
 def compile_graph(
@@ -671,6 +688,7 @@ __all__ = [
     "check_torch_version",
     "compile_graph",
     "disagreement",
+    "record_value_and_grad",
     "tolerance",
     "trace_value_and_grad",
     "traced_potential",
