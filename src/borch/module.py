@@ -433,6 +433,11 @@ class Module(nn.Module):
         self.__dict__["_simulate_observed"] = bool(flag)
         return previous
 
+    def simulates_observed(self) -> bool:
+        """Whether observed variables are drawn from their likelihood now (see
+        :meth:`set_simulate_observed`)."""
+        return self.__dict__["_simulate_observed"]
+
     def __delattr__(self, name: str) -> None:
         priors = self._modules["prior"]._modules if "prior" in self._modules else {}
         if name in priors:

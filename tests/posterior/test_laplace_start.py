@@ -165,3 +165,37 @@ def test_a_variable_that_appears_later_starts_at_its_prior():
 def test_bad_options(options, error):
     with pytest.raises(error, match=next(iter(options))):
         posterior.MultivariateNormal(**options)
+
+
+class NearlyNoiseFree(borch.Module):
+    def forward(self, x):
+        self.b = dist.Normal(torch.zeros(2), 100.0)
+        self.sigma = dist.HalfCauchy(2.5)
+        self.y = dist.Normal(x @ self.b, self.sigma)
+
+
+def test_a_search_through_points_the_model_refuses_backs_off():
+    """With almost no noise the line search overshoots to a scale that underflows
+    to zero, which the likelihood refuses; that round is undone and retried with a
+    shorter step, and the first call still ends at the mode."""
+    torch.manual_seed(0)
+    x = torch.randn(5, 2)
+    y = x @ torch.tensor([1.0, -2.0]) + 0.01 * torch.randn(5)
+    model = NearlyNoiseFree(posterior=posterior.MultivariateNormal())
+    model.observe(y=y)
+    model(x)
+    mean = model.posterior.unconstrained_distribution().mean.detach()
+    least_squares = torch.linalg.lstsq(x, y.unsqueeze(-1)).solution.squeeze(-1)
+    assert torch.allclose(mean[:2], least_squares, atol=1e-3)
+    assert mean[2] < -3  # log sigma: the noise is about 0.01, not the prior's 2.5
+
+
+def test_a_predictive_first_call_leaves_the_start_to_the_next_call():
+    """Under simulate_observed the observed values are draws, not data: nothing to
+    fit, so the start waits for the first call with data."""
+    model = regression()
+    with borch.simulate_observed(model):
+        model(X)
+    assert torch.allclose(joint_moments(model)[0], torch.zeros(2))
+    model(X)
+    assert torch.allclose(joint_moments(model)[0], exact()[0], atol=1e-4)

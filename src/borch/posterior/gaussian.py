@@ -53,6 +53,8 @@ class MultivariateNormal(JointPosterior):
     whose likelihood is outside it), when the joint has more than ``laplace_dimension``
     coordinates, or when the search ends where the density is not finite or not
     curved upwards; a state dict loaded before the first call keeps its values.
+    A call that simulates its observed variables (:func:`borch.simulate_observed`,
+    as predictive runs do) has no data to fit and leaves the start to the next call.
     Variables that first appear later start as with ``init="prior"``.
 
     ``init="prior"``: ``loc`` at the prior's mean (its median where the mean is

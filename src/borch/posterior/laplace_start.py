@@ -30,6 +30,8 @@ _AWAITING: weakref.WeakSet = weakref.WeakSet()
 #: L-BFGS rounds (of up to ``_ITERATIONS`` iterations each) in the search for the mode.
 _ROUNDS = 10
 _ITERATIONS = 100
+#: Rounds undone (and retried with half the step) before the search gives up.
+_BACKOFFS = 8
 
 
 class LaplaceFit(NamedTuple):
@@ -48,12 +50,15 @@ def await_start(posterior: JointPosterior) -> None:
 def start_awaiting(model: nn.Module, run: Callable[[], Any]) -> tuple[bool, Any]:
     """Start every awaiting posterior of ``model``'s tree, ``run()`` re-running the
     model call that created it; whether any was started and, if so, the result of
-    a fresh run from the started posteriors."""
+    a fresh run from the started posteriors. A call that simulates its observed
+    variables (a predictive run) has no data to fit: the start waits for the next."""
     if not _AWAITING:
         return False, None
     from borch.module import borch_modules
     from borch.traversal import sample
 
+    if any(module.simulates_observed() for module in borch_modules(model)):
+        return False, None
     mine: list = []
     for module in borch_modules(model):
         posterior = module.posterior
@@ -144,26 +149,36 @@ class _OtherLatent(Exception):
 
 
 def _minimise(potential: Callable[[], Tensor], point: Tensor) -> bool:
-    optimizer = torch.optim.LBFGS(
-        [point],
-        lr=1.0,
-        max_iter=_ITERATIONS,
-        tolerance_grad=1e-7,
-        tolerance_change=1e-12,
-        line_search_fn="strong_wolfe",
-    )
+    """Move ``point`` to a minimum of ``potential`` by L-BFGS rounds. A round whose
+    line search reaches a point where the model is not defined (an argument out of
+    its support, say a scale that underflowed to zero) or not finite is undone and
+    tried again with half the step, at most ``_BACKOFFS`` times in all."""
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
+        point.grad = None
         value = potential()
         value.backward()
         return value
 
-    previous = None
-    for _ in range(_ROUNDS):
-        value = optimizer.step(closure)
-        if not bool(torch.isfinite(value)) or not bool(torch.isfinite(point).all()):
-            return False
+    rate, backoffs, previous = 1.0, 0, None
+    rounds = 0
+    while rounds < _ROUNDS:
+        optimizer = _lbfgs(point, rate)
+        good = point.detach().clone()
+        try:
+            value = optimizer.step(closure)
+            defined = bool(torch.isfinite(value)) and bool(torch.isfinite(point).all())
+        except ValueError:  # the model refused a trial point
+            defined = False
+        if not defined:
+            backoffs += 1
+            if backoffs > _BACKOFFS:
+                return False
+            with torch.no_grad():
+                point.copy_(good)
+            rate /= 2
+            continue
+        rounds += 1
         if previous is not None and abs(previous - value.item()) <= 1e-9 * (
             1 + abs(value.item())
         ):
@@ -171,3 +186,14 @@ def _minimise(potential: Callable[[], Tensor], point: Tensor) -> bool:
         previous = value.item()
     gradient = point.grad
     return gradient is not None and bool(torch.isfinite(gradient).all())
+
+
+def _lbfgs(point: Tensor, rate: float) -> torch.optim.LBFGS:
+    return torch.optim.LBFGS(
+        [point],
+        lr=rate,
+        max_iter=_ITERATIONS,
+        tolerance_grad=1e-7,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
