@@ -273,3 +273,13 @@ def test_a_bayesian_layer_gets_one_joint_over_its_weight_and_bias():
     assert layer.posterior.dimension() == 8
     infer.vi_loss(**borch.pq_to_infer(layer)).backward()
     assert layer.posterior.bias.cross.grad.shape == (2, 6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_joint_before_any_variable_is_a_clear_error(family):
+    model = Regression(posterior=FAMILIES[family]())
+    model.observe(y=Y)
+    with torch.no_grad():
+        model(X)
+    with pytest.raises(ValueError, match="approximates no variables yet"):
+        model.posterior.unconstrained_distribution()

@@ -262,7 +262,7 @@ class MultivariateNormal(JointPosterior):
     def unconstrained_distribution(self) -> TorchMultivariateNormal:
         """The joint over all unconstrained coordinates (blocks in
         :meth:`joint_names` order), for inspection."""
-        loc, scale_tril = self.assemble(self.blocks())
+        loc, scale_tril = self.assemble(self.blocks_so_far())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
 
     def __getstate__(self) -> dict:
@@ -380,7 +380,7 @@ class LowRankMultivariateNormal(JointPosterior):
     def unconstrained_distribution(self) -> TorchLowRank:
         """The joint over all unconstrained coordinates (blocks in
         :meth:`joint_names` order), for inspection."""
-        return _low_rank(*self.assemble(self.blocks()))
+        return _low_rank(*self.assemble(self.blocks_so_far()))
 
     def extra_repr(self) -> str:
         return f"rank={self._rank}, init_scale={self._init_scale}"

@@ -366,6 +366,17 @@ class JointPosterior(Posterior):
             names.append(name)
         return slices
 
+    def blocks_so_far(self) -> list[JointSlice]:
+        """:meth:`blocks`, or an error saying what to do when there are none yet."""
+        slices = self.blocks()
+        if not slices:
+            raise ValueError(
+                f"{type(self).__name__} approximates no variables yet: run the model "
+                "once (outside torch.no_grad(), where no posterior creates its "
+                "parameters) first"
+            )
+        return slices
+
     def dimension(self) -> int:
         """The number of unconstrained coordinates of the joint."""
         return sum(rv.block.size for rv in self.blocks())
