@@ -10,6 +10,7 @@ they hold far from the traced point too.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -307,14 +308,16 @@ def inline(
         dim = (args[2] if len(args) > 2 else 0) % len(shape(args[0]))
         bounds = np.cumsum([0, *args[1]]).tolist()
         lead = ":, " * dim
-        pieces = [f"{x}[{lead}{a}:{b}]" for a, b in zip(bounds, bounds[1:])]
+        pieces = [f"{x}[{lead}{a}:{b}]" for a, b in itertools.pairwise(bounds)]
         return "(" + "".join(piece + ", " for piece in pieces) + ")"
     return None
 
 
 def _is_number(value: Any, number: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value == number
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value == number)
     )
 
 

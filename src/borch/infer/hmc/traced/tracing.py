@@ -412,7 +412,8 @@ def _generate(
     operation that :data:`NUMPY_OPS` reproduces in numpy, converting values between
     numpy and torch where the two meet; with ``inline_numpy`` those operations that
     :func:`~borch.infer.hmc.traced.numpy_ops.inline` can write as an expression are
-    written out, and numpy constants of shape ``()`` are numpy scalars.
+    written out, numpy constants of shape ``()`` are numpy scalars (not arrays of
+    shape ``(1,)``) and each intermediate value is released after its last use.
     """
     needed = _needed(nodes, constant, alias, set(roots))
     namespace: dict[str, Any] = {"to_torch": to_torch, **INLINE_NAMESPACE}
@@ -434,9 +435,11 @@ def _generate(
             if constant[node]:
                 value = values[node]
                 if isinstance(value, Tensor) and kind == "numpy":
-                    value = np.ascontiguousarray(value.numpy())
-                    if inline_numpy and value.ndim == 0:
-                        value = value[()]
+                    if inline_numpy and value.dim() == 0:
+                        # (np.ascontiguousarray would make it shape (1,))
+                        value = value.numpy()[()]
+                    else:
+                        value = np.ascontiguousarray(value.numpy())
                 converted[node, kind] = bind(value)
             else:
                 variable = f"{kind[0]}_{names[node]}"
