@@ -26,9 +26,7 @@ Run: ``python benchmarks/nuts_overhead.py --repeats 5``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
 import statistics
 import time
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.nuts_chain_methods import potentials
-from benchmarks.nuts_numpyro import DENSE, borch_model, write_report
+from benchmarks.nuts_numpyro import DENSE, borch_model, timing_report, write_report
 
 
 class _Recording:
@@ -160,14 +158,7 @@ def main(argv=None):
     for workload in args.workloads:
         rows.append(profile(workload, args.warmup, args.transitions, args.repeats))
         print(json.dumps(rows[-1]), flush=True)
-    report = {
-        "benchmark": "nuts_overhead",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "settings": vars(args),
-        "load_average": os.getloadavg(),
-        "torch": torch.__version__,
-        "rows": rows,
-    }
+    report = timing_report("nuts_overhead", vars(args), rows)
     write_report(report, args.output)
     return report
 
