@@ -19,9 +19,7 @@ Run: ``python benchmarks/nuts_chain_methods.py --chains 4 16``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
 import statistics
 import time
@@ -29,7 +27,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.nuts_numpyro import borch_model, write_report
+from benchmarks.nuts_numpyro import borch_model, timing_report, write_report
 
 STEP_SIZES = {"logistic": 0.05, "kidiq": 0.02, "mesquite": 0.02}
 
@@ -133,14 +131,9 @@ def main(argv=None):
             )
             rows.append(row)
             print(json.dumps(row), flush=True)
-    report = {
-        "benchmark": "nuts_chain_methods",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "settings": vars(args) | {"step_sizes": STEP_SIZES},
-        "load_average": os.getloadavg(),
-        "torch": torch.__version__,
-        "rows": rows,
-    }
+    report = timing_report(
+        "nuts_chain_methods", vars(args) | {"step_sizes": STEP_SIZES}, rows
+    )
     write_report(report, args.output)
     return report
 

@@ -411,6 +411,20 @@ def main(argv=None):
     return report
 
 
+def timing_report(benchmark: str, settings: dict, rows: list) -> dict:
+    """The record of a timing benchmark: its name, when, the settings and the load."""
+    import torch
+
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "settings": settings,
+        "load_average": os.getloadavg(),
+        "torch": torch.__version__,
+        "rows": rows,
+    }
+
+
 def write_report(report: dict, path: str) -> None:
     """Write ``report`` as JSON to ``path`` (creating its folder)."""
     output = pathlib.Path(path)

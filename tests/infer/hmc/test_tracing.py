@@ -97,7 +97,8 @@ def test_simplification_drops_constant_work():
     program = trace_value_and_grad(
         lambda q: -torch.distributions.Normal(0.0, 1.0).log_prob(q).sum(), torch.ones(3)
     )
-    assert program.source.count("\n") < 12
+    work = [line for line in program.source.splitlines() if "del " not in line]
+    assert len(work) < 12
     value, grad = program(torch.tensor([1.0, 2.0, 3.0]))
     assert value.item() == pytest.approx(7 + 1.5 * np.log(2 * np.pi), rel=1e-6)
     torch.testing.assert_close(grad, torch.tensor([1.0, 2.0, 3.0]))

@@ -10,6 +10,7 @@ they hold far from the traced point too.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -234,6 +235,92 @@ for _name, _special in (
         NUMPY_OPS[getattr(aten, _name).default] = _function
 
 
+#: The names the expressions of :func:`inline` use, for the program's namespace.
+INLINE_NAMESPACE: dict[str, Any] = {
+    "add_reduce": np.add.reduce,
+    "broadcast_to": np.broadcast_to,
+}
+
+_OPERATORS = {
+    aten.add.Tensor: "+",
+    aten.add.Scalar: "+",
+    aten.sub.Tensor: "-",
+    aten.sub.Scalar: "-",
+    aten.mul.Tensor: "*",
+    aten.mul.Scalar: "*",
+    aten.div.Tensor: "/",
+    aten.div.Scalar: "/",
+    aten.mv.default: "@",
+    aten.mm.default: "@",
+    aten.bmm.default: "@",
+}
+_RESHAPES = {aten.view.default, aten._unsafe_view.default, aten.reshape.default}
+
+
+def inline(
+    target: Any,
+    args: tuple,
+    kwargs: dict,
+    render: Callable[[Any], str],
+    shape: Callable[[Any], tuple[int, ...]],
+) -> str | None:
+    """A Python expression doing what ``NUMPY_OPS[target](*args, **kwargs)`` does, by
+    the same numpy operations without the Python function around them (operators,
+    slices, ``np.add.reduce``), so the same values; ``None`` where there is none.
+
+    ``render`` spells an argument (a graph node or a literal) as Python; ``shape``
+    gives the traced shape of a node, or of the result for ``None``. A result of
+    shape ``()`` is a numpy scalar rather than a 0-d array: arithmetic on numpy
+    scalars skips the ufunc machinery and rounds the same way.
+
+    Example:
+        >>> inline(aten.sub.Tensor, ("a", "b"), {}, str, lambda node: (3,))
+        '(a - b)'
+        >>> inline(aten.sum.dim_IntList, ("a", [1], True), {}, str, lambda node: ())
+        'add_reduce(a, axis=(1,), keepdims=True)'
+    """
+    x = render(args[0]) if args else ""
+    if target in _OPERATORS:
+        if kwargs.get("alpha", 1) != 1 or len(args) != 2:
+            return None
+        return f"({x} {_OPERATORS[target]} {render(args[1])})"
+    if target in (aten.rsub.Scalar, aten.rsub.Tensor):
+        if kwargs.get("alpha", 1) != 1 or len(args) != 2:
+            return None
+        return f"({render(args[1])} - {x})"
+    if target is aten.neg.default:
+        return f"(-{x})"
+    if target is aten.pow.Tensor_Scalar and not kwargs and _is_number(args[1], 2):
+        return f"({x} * {x})"
+    if target in (aten.sum.default, aten.sum.dim_IntList):
+        if kwargs.get("dtype") is not None:
+            return None
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+        axis = None if not dim else tuple(dim)
+        return f"add_reduce({x}, axis={axis!r}, keepdims={bool(keepdim)!r})"
+    if target in _RESHAPES and not kwargs:
+        end = "[()]" if shape(None) == () else ""
+        return f"{x}.reshape({tuple(args[1])!r}){end}"
+    if target is aten.expand.default:
+        return f"broadcast_to({x}, {shape(None)!r})"
+    if target is aten.split_with_sizes.default and not kwargs:
+        dim = (args[2] if len(args) > 2 else 0) % len(shape(args[0]))
+        bounds = np.cumsum([0, *args[1]]).tolist()
+        lead = ":, " * dim
+        pieces = [f"{x}[{lead}{a}:{b}]" for a, b in itertools.pairwise(bounds)]
+        return "(" + "".join(piece + ", " for piece in pieces) + ")"
+    return None
+
+
+def _is_number(value: Any, number: float) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and (value == number)
+    )
+
+
 def to_torch(value: Any) -> torch.Tensor:
     """A tensor for a numpy value (shares memory where numpy allows writing)."""
     array = np.asarray(value)
@@ -265,4 +352,4 @@ def matches(result: Any, expected: Any) -> bool:
     )
 
 
-__all__ = ["NUMPY_OPS", "matches", "to_torch"]
+__all__ = ["INLINE_NAMESPACE", "NUMPY_OPS", "inline", "matches", "to_torch"]

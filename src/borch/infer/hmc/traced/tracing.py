@@ -33,7 +33,13 @@ from torch.fx.node import map_arg
 from torch.utils._pytree import tree_map
 
 from borch.infer.hmc.potential import to_numpy
-from borch.infer.hmc.traced.numpy_ops import NUMPY_OPS, matches, to_torch
+from borch.infer.hmc.traced.numpy_ops import (
+    INLINE_NAMESPACE,
+    NUMPY_OPS,
+    inline,
+    matches,
+    to_torch,
+)
 from borch.validation import validate_args
 
 aten = torch.ops.aten
@@ -207,12 +213,17 @@ def record_value_and_grad(
 
 
 def compile_graph(
-    graph_module: GraphModule, example: Tensor, numpy_input: bool = False
+    graph_module: GraphModule,
+    example: Tensor,
+    numpy_input: bool = False,
+    inline_numpy: bool = True,
 ) -> Callable[[Any], Any]:
     """Simplify a one-input graph of ATen operations and compile it to Python.
 
     With ``numpy_input`` the program takes a numpy vector and returns the energy and
-    a numpy gradient (see :func:`_generate`).
+    a numpy gradient (see :func:`_generate`); ``inline_numpy=False`` calls a function
+    for every numpy operation instead of writing it out (the same values, slower; for
+    comparison).
     """
     nodes = list(graph_module.graph.nodes)
     mutations = [
@@ -246,7 +257,14 @@ def compile_graph(
             source = _identity_source(node, values, constant)
             if source is not None:
                 alias[node] = alias.get(source, source)
-    return _generate(nodes, values, constant, alias, numpy_input=numpy_input)
+    return _generate(
+        nodes,
+        values,
+        constant,
+        alias,
+        numpy_input=numpy_input,
+        inline_numpy=inline_numpy,
+    )
 
 
 def _check_mutation(node: Node) -> None:
@@ -384,6 +402,7 @@ def _generate(
     roots: Iterable[Node] = (),
     fast: bool = True,
     numpy_input: bool = False,
+    inline_numpy: bool = True,
 ) -> Callable[[Any], Any]:
     """Straight-line Python for the nodes the output (and ``roots``) need.
 
@@ -391,10 +410,13 @@ def _generate(
     :func:`_fast_callable`, else through their ATen operator. With ``numpy_input``
     the program takes and returns numpy arrays and, where ``fast``, runs each
     operation that :data:`NUMPY_OPS` reproduces in numpy, converting values between
-    numpy and torch where the two meet.
+    numpy and torch where the two meet; with ``inline_numpy`` those operations that
+    :func:`~borch.infer.hmc.traced.numpy_ops.inline` can write as an expression are
+    written out, numpy constants of shape ``()`` are numpy scalars (not arrays of
+    shape ``(1,)``) and each intermediate value is released after its last use.
     """
     needed = _needed(nodes, constant, alias, set(roots))
-    namespace: dict[str, Any] = {"to_torch": to_torch}
+    namespace: dict[str, Any] = {"to_torch": to_torch, **INLINE_NAMESPACE}
     names: dict[Node, str] = {}
     kinds: dict[Node, str] = {}
     converted: dict[tuple[Node, str], str] = {}
@@ -412,12 +434,12 @@ def _generate(
         if (node, kind) not in converted:
             if constant[node]:
                 value = values[node]
-                if isinstance(value, Tensor):
-                    value = (
-                        np.ascontiguousarray(value.numpy())
-                        if kind == "numpy"
-                        else value
-                    )
+                if isinstance(value, Tensor) and kind == "numpy":
+                    if inline_numpy and value.dim() == 0:
+                        # (np.ascontiguousarray would make it shape (1,))
+                        value = value.numpy()[()]
+                    else:
+                        value = np.ascontiguousarray(value.numpy())
                 converted[node, kind] = bind(value)
             else:
                 variable = f"{kind[0]}_{names[node]}"
@@ -457,22 +479,72 @@ def _generate(
                 function, kind = _quicker(node, values, constant, alias, kinds)
             else:
                 function, kind = _fast_callable(node, values), "torch"
-            args = ", ".join(
-                [render(a, kind) for a in node.args]
-                + [f"{key}={render(value, kind)}" for key, value in node.kwargs.items()]
-            )
+            expression = None
+            if inline_numpy and kind == "numpy":
+                expression = _inline(node, function, values, render)
+            if expression is None:
+                args = ", ".join(
+                    [render(a, kind) for a in node.args]
+                    + [f"{k}={render(v, kind)}" for k, v in node.kwargs.items()]
+                )
+                expression = f"{bind(function)}({args})"
             names[node], kinds[node] = f"v{index}", kind
-            lines.append(f"    v{index} = {bind(function)}({args})")
+            lines.append(f"    v{index} = {expression}")
         elif node.op == "output":
             energy, grad = node.args[0]
             energy = names[alias.get(energy, energy)]
             grad = render(grad, "numpy" if numpy_input else "torch")
             lines.append(f"    return {energy}, {grad}")
+    if inline_numpy:
+        lines = _release_dead(lines)
     source = "def program(position):\n" + "\n".join(lines) + "\n"
     exec(compile(source, "<borch traced potential>", "exec"), namespace)
     program = namespace["program"]
     program.source = source
     return program
+
+
+_VARIABLE = re.compile(r"\b(?:[tn]_)?v\d+\b")
+
+
+def _release_dead(lines: list[str]) -> list[str]:
+    """``lines`` with a ``del`` after the last use of each intermediate value.
+
+    Without it every intermediate array lives until the program returns; released
+    at once, numpy reuses their memory for the next ones (fewer allocations, warmer
+    caches).
+    """
+    last: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        for name in _VARIABLE.findall(line):
+            last[name] = index
+    dead: dict[int, list[str]] = {}
+    for name, index in last.items():
+        if not lines[index].lstrip().startswith("return"):
+            dead.setdefault(index, []).append(name)
+    released = []
+    for index, line in enumerate(lines):
+        released.append(line)
+        if index in dead:
+            released.append("    del " + ", ".join(sorted(dead[index])))
+    return released
+
+
+def _inline(
+    node: Node, function: Callable, values: dict, render: Callable
+) -> str | None:
+    """The expression for a numpy ``node`` run by ``function``, if it has one."""
+    if function is operator.getitem:
+        return f"{render(node.args[0], 'numpy')}[{node.args[1]!r}]"
+    if function is not NUMPY_OPS.get(node.target):
+        return None
+
+    def shape(arg: Node | None) -> tuple[int, ...]:
+        return tuple(values[node if arg is None else arg].shape)
+
+    return inline(
+        node.target, node.args, node.kwargs, lambda a: render(a, "numpy"), shape
+    )
 
 
 def _quicker(
@@ -635,16 +707,15 @@ class TracedPotential:
         self.numpy_input = device.type == "cpu"
         self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
 
+    # The decorator form of np.errstate costs half of a `with` block (per gradient).
+    @np.errstate(all="ignore")
     def __call__(self, position: np.ndarray) -> tuple[float, np.ndarray]:
-        with np.errstate(all="ignore"):
-            if self.numpy_input:
-                energy, grad = self.program(
-                    position.astype(self.numpy_dtype, copy=False)
-                )
-            else:
-                tensor = torch.from_numpy(position).to(self.device, self.dtype)
-                energy, grad = self.program(tensor)
-                grad = to_numpy(grad)
+        if self.numpy_input:
+            energy, grad = self.program(position.astype(self.numpy_dtype, copy=False))
+        else:
+            tensor = torch.from_numpy(position).to(self.device, self.dtype)
+            energy, grad = self.program(tensor)
+            grad = to_numpy(grad)
         value = float(energy)
         return (value if math.isfinite(value) else math.inf), grad
 
