@@ -2,6 +2,8 @@
 one: the joint log-density of the draw in unconstrained space, minus the
 log-det-Jacobian of the constrained variables, minus the model's log joint."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -16,11 +18,14 @@ FAMILIES = {
     "LowRankMultivariateNormal": lambda: posterior.LowRankMultivariateNormal(rank=2),
 }
 #: The families whose own ``log_prob`` holds their parameters fixed by default.
-PATH_DERIVATIVE = {"MultivariateNormal"}
+PATH_DERIVATIVE = {"MultivariateNormal", "LowRankMultivariateNormal"}
 FULL_GRADIENT = {
     "MultivariateNormal(path_derivative=False)": lambda: posterior.MultivariateNormal(
         path_derivative=False
-    )
+    ),
+    "LowRankMultivariateNormal(path_derivative=False)": lambda: (
+        posterior.LowRankMultivariateNormal(rank=2, path_derivative=False)
+    ),
 }
 X = torch.tensor([[1.0, 0.5], [0.2, -1.0], [-0.7, 0.3], [1.5, 1.2]])
 Y = torch.tensor([1.2, -0.8, 0.1, 2.0])
@@ -283,3 +288,31 @@ def test_the_joint_before_any_variable_is_a_clear_error(family):
         model(X)
     with pytest.raises(ValueError, match="approximates no variables yet"):
         model.posterior.unconstrained_distribution()
+
+
+@pytest.mark.parametrize("count", [None, 3])
+@pytest.mark.parametrize("family", [*FAMILIES, *FULL_GRADIENT])
+def test_the_joint_terms_of_a_run_agree_with_the_terms_block_by_block(family, count):
+    """At the run's own draw a block's log-density is its columns of the terms of
+    the whole joint, computed once; at any other tensor of the same values it is
+    computed block by block. Both must give the same values and gradients."""
+    model = model_for(family)
+    borch.sample(model)
+    drawing = contextlib.nullcontext() if count is None else particles(count, 1)
+    own, block_by_block = 0.0, 0.0
+    with drawing:
+        model(X)
+        joint = model.posterior
+        for name in joint.joint_names():
+            distribution = getattr(joint, name).distribution
+            value = getattr(model, name)
+            own = own + distribution.log_prob(value).sum()
+            block_by_block = block_by_block + distribution.log_prob(value.clone()).sum()
+        assert joint.current_run().terms is not None  # the joint terms were used
+    assert torch.allclose(own, block_by_block, atol=1e-5)
+    parameters = list(model.parameters())
+    for a, b in zip(
+        torch.autograd.grad(own, parameters, retain_graph=True, allow_unused=True),
+        torch.autograd.grad(block_by_block, parameters, allow_unused=True),
+    ):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5)

@@ -118,12 +118,8 @@ class MultivariateNormal(JointPosterior):
         super().__init__(init_scale=init_scale)
         if init not in ("laplace", "prior"):
             raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
-        if not isinstance(path_derivative, bool):
-            raise TypeError(
-                f"path_derivative must be True or False, got {path_derivative!r}"
-            )
         self._init = init
-        self._path_derivative = path_derivative
+        self._path_derivative = _check_path_derivative(path_derivative)
         self._laplace_dimension = check_count(
             "laplace_dimension", laplace_dimension, minimum=1
         )
@@ -233,31 +229,41 @@ class MultivariateNormal(JointPosterior):
         rows = scale_tril[block.offset : end, :end]
         return loc[block.offset : end] + noise @ rows.T
 
-    def block_parts(self, run, position):
+    def draw_joint(self, run: JointRun) -> Tensor:
         loc, scale_tril = run.parts
+        noise = _joint_noise(run, loc)
+        return loc + noise @ scale_tril.T
+
+    def block_parts(self, run, position):
         block = run.slices[position].block
-        end = block.offset + block.size
-        return loc[:end], scale_tril[:end, :end], block.offset
+        return (*run.parts, block.offset, block.offset + block.size)
 
     def block_log_density(self, parts, prefix, value):
-        loc, scale_tril, offset = parts
-        # Only a value that carries a gradient (a reparameterised draw) gets the
-        # path-derivative form; a fixed value (a score-function estimator, a fit
-        # to data) needs the gradient through the parameters.
-        if self._path_derivative and value.requires_grad:
-            loc, scale_tril = loc.detach(), scale_tril.detach()
+        loc, scale_tril, offset, end = parts
+        terms = self._log_density(loc[:end], scale_tril[:end, :end], prefix, value)
+        return terms[..., offset:]
+
+    def joint_log_density(self, parts, values, blocks):
+        end = values.shape[-1]
+        loc, scale_tril = parts[0][:end], parts[1][:end, :end]
+        return self._log_density(loc, scale_tril, values[..., :0], values)
+
+    def _log_density(self, loc, scale_tril, prefix, value):
+        """Elementwise ``log q`` of ``(prefix, value)``, conditionals in order."""
+        loc, scale_tril = _held(self._path_derivative, value, loc, scale_tril)
         centred = torch.cat([prefix, value], dim=-1) - loc
         # Recomputing the noise from the values (not reusing the draw's) keeps
         # log q a function of the values, as the path-derivative estimator needs.
         noise = torch.linalg.solve_triangular(
             scale_tril, centred.unsqueeze(-1), upper=False
-        ).squeeze(-1)[..., offset:]
-        log_diag = torch.diagonal(scale_tril)[offset:].log()
+        ).squeeze(-1)
+        log_diag = torch.diagonal(scale_tril).log()
         return -0.5 * noise.square() - _HALF_LOG_TWO_PI - log_diag
 
     def block_entropy(self, parts):
-        _, scale_tril, offset = parts
-        return 0.5 + _HALF_LOG_TWO_PI + torch.diagonal(scale_tril)[offset:].log()
+        _, scale_tril, offset, end = parts
+        diagonal = torch.diagonal(scale_tril)[offset:end]
+        return 0.5 + _HALF_LOG_TWO_PI + diagonal.log()
 
     def unconstrained_distribution(self) -> TorchMultivariateNormal:
         """The joint over all unconstrained coordinates (blocks in
@@ -275,6 +281,35 @@ class MultivariateNormal(JointPosterior):
             f"init_scale={self._init_scale}, init={self._init!r}, "
             f"path_derivative={self._path_derivative}"
         )
+
+
+def _check_path_derivative(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"path_derivative must be True or False, got {value!r}")
+    return value
+
+
+def _held(path_derivative: bool, value: Tensor, *tensors: Tensor) -> tuple:
+    """``tensors``, detached for the path-derivative ``log_prob``. Only a value that
+    carries a gradient (a reparameterised draw) gets that form; a fixed value (a
+    score-function estimator's, data) needs the gradient through the parameters."""
+    if path_derivative and value.requires_grad:
+        return tuple(tensor.detach() for tensor in tensors)
+    return tensors
+
+
+def _joint_noise(run: JointRun, reference: Tensor) -> Tensor:
+    """Standard Normal noise for all of ``run``'s blocks, each block's columns kept
+    as its noise (for a block that joins the run later)."""
+    noise = torch.randn(
+        (*run.leading(), reference.shape[-1]),
+        dtype=reference.dtype,
+        device=reference.device,
+    )
+    for position, rv in enumerate(run.slices):
+        block = rv.block
+        run.noise[position] = noise[..., block.offset : block.offset + block.size]
+    return noise
 
 
 def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
@@ -301,9 +336,13 @@ class LowRankMultivariateNormal(JointPosterior):
     random stream untouched) so the correlations can grow from the first step: a
     factor of zeros is a stationary point of the ELBO.
 
+    ``path_derivative=True`` (the default) holds the parameters fixed in the
+    ``log_prob`` of a reparameterised draw, as for :class:`MultivariateNormal`.
+
     Args:
         rank: the number of columns of ``factor``.
         init_scale: the initial scale of every unconstrained coordinate.
+        path_derivative: hold the parameters fixed in ``log_prob`` (see above).
 
     Example:
         >>> import torch
@@ -317,9 +356,12 @@ class LowRankMultivariateNormal(JointPosterior):
         torch.Size([5])
     """
 
-    def __init__(self, rank: int = 2, init_scale: float = 0.1) -> None:
+    def __init__(
+        self, rank: int = 2, init_scale: float = 0.1, path_derivative: bool = True
+    ) -> None:
         super().__init__(init_scale=init_scale)
         self._rank = check_count("rank", rank, minimum=1)
+        self._path_derivative = _check_path_derivative(path_derivative)
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
@@ -343,23 +385,34 @@ class LowRankMultivariateNormal(JointPosterior):
         loc, factor, scale = run.parts
         block = run.slices[position].block
         rows = slice(block.offset, block.offset + block.size)
+        noise = run.standard_noise(position)
+        return loc[rows] + self._shared(run) @ factor[rows].T + scale[rows] * noise
+
+    def draw_joint(self, run: JointRun) -> Tensor:
+        loc, factor, scale = run.parts
+        noise = _joint_noise(run, loc)
+        return loc + self._shared(run) @ factor.T + scale * noise
+
+    def _shared(self, run: JointRun) -> Tensor:
+        """The ``rank`` standard Normal numbers all blocks of the run share."""
         shared = run.shared.get("z")
         if shared is None:
+            loc = run.parts[0]
             shared = torch.randn(
                 (*run.leading(), self._rank), dtype=loc.dtype, device=loc.device
             )
             run.shared["z"] = shared
-        noise = run.standard_noise(position)
-        return loc[rows] + shared @ factor[rows].T + scale[rows] * noise
+        return shared
 
     def block_parts(self, run, position):
         block = run.slices[position].block
-        end = block.offset + block.size
-        loc, factor, scale = run.parts
-        return loc[:end], factor[:end], scale[:end], block.offset
+        return (*run.parts, block.offset, block.offset + block.size)
 
     def block_log_density(self, parts, prefix, value):
-        loc, factor, scale, offset = parts
+        loc, factor, scale, offset, end = parts
+        loc, factor, scale = _held(
+            self._path_derivative, value, loc[:end], factor[:end], scale[:end]
+        )
         joint = _low_rank(loc, factor, scale).log_prob(torch.cat([prefix, value], -1))
         if offset:
             joint = joint - _low_rank(
@@ -367,15 +420,53 @@ class LowRankMultivariateNormal(JointPosterior):
             ).log_prob(prefix)
         return spread_evenly(joint, value.shape[-1])
 
+    def joint_log_density(self, parts, values, blocks):
+        """Each block's conditional as the difference of the log-densities of the
+        prefixes ending with it and before it, all prefixes at once: the
+        capacitance ``I + W' D^-1 W`` and ``W' D^-1 (u - loc)`` of a prefix are
+        running sums over its rows."""
+        end = values.shape[-1]
+        loc, factor, scale = _held(
+            self._path_derivative,
+            values,
+            parts[0][:end],
+            parts[1][:end],
+            parts[2][:end],
+        )
+        ends = torch.tensor([block.offset + block.size for block in blocks]) - 1
+        sizes = torch.tensor([block.size for block in blocks])
+        centred = values - loc
+        weighted = factor / scale.square().unsqueeze(-1)  # D^-1 W, (n, rank)
+        # The diagonal part of each block's term is its own.
+        diagonal = -0.5 * (centred / scale).square() - scale.log() - _HALF_LOG_TWO_PI
+        totals = _block_sums(diagonal, ends)
+        capacitance = torch.cumsum(weighted.unsqueeze(-1) * factor.unsqueeze(-2), 0)
+        capacitance = capacitance[ends] + torch.eye(
+            self._rank, dtype=loc.dtype, device=loc.device
+        )
+        projected = torch.cumsum(centred.unsqueeze(-1) * weighted, dim=-2)
+        projected = projected[..., ends, :]  # W' D^-1 (u - loc) of each prefix
+        cholesky = torch.linalg.cholesky(capacitance)
+        solved = torch.linalg.solve_triangular(
+            cholesky, projected.unsqueeze(-1), upper=False
+        ).squeeze(-1)
+        log_det = torch.diagonal(cholesky, dim1=-2, dim2=-1).log().sum(-1)
+        correction = 0.5 * solved.square().sum(-1) - log_det  # per prefix
+        totals = totals + torch.diff(
+            correction, dim=-1, prepend=torch.zeros_like(correction[..., :1])
+        )
+        return torch.repeat_interleave(totals / sizes.to(totals), sizes, dim=-1)
+
     def block_entropy(self, parts):
-        loc, factor, scale, offset = parts
+        loc, factor, scale, offset, end = parts
+        loc, factor, scale = loc[:end], factor[:end], scale[:end]
         entropy = _low_rank(loc, factor, scale).entropy()
         if offset:
             entropy = (
                 entropy
                 - _low_rank(loc[:offset], factor[:offset], scale[:offset]).entropy()
             )
-        return spread_evenly(entropy, loc.shape[0] - offset)
+        return spread_evenly(entropy, end - offset)
 
     def unconstrained_distribution(self) -> TorchLowRank:
         """The joint over all unconstrained coordinates (blocks in
@@ -383,7 +474,16 @@ class LowRankMultivariateNormal(JointPosterior):
         return _low_rank(*self.assemble(self.blocks_so_far()))
 
     def extra_repr(self) -> str:
-        return f"rank={self._rank}, init_scale={self._init_scale}"
+        return (
+            f"rank={self._rank}, init_scale={self._init_scale}, "
+            f"path_derivative={self._path_derivative}"
+        )
+
+
+def _block_sums(terms: Tensor, ends: Tensor) -> Tensor:
+    """The sums of ``terms`` (..., n) over the blocks that end at ``ends``."""
+    running = terms.cumsum(-1)[..., ends]
+    return torch.diff(running, dim=-1, prepend=torch.zeros_like(running[..., :1]))
 
 
 def _low_rank(loc: Tensor, factor: Tensor, scale: Tensor) -> TorchLowRank:
