@@ -18,7 +18,11 @@ FAMILIES = {
     "LowRankMultivariateNormal": lambda: posterior.LowRankMultivariateNormal(rank=2),
 }
 #: The families whose own ``log_prob`` holds their parameters fixed by default.
-PATH_DERIVATIVE = {"MultivariateNormal", "LowRankMultivariateNormal"}
+PATH_DERIVATIVE = {
+    "MultivariateNormal",
+    "LowRankMultivariateNormal",
+    "LowRankMultivariateNormal(low-rank identities)",
+}
 FULL_GRADIENT = {
     "MultivariateNormal(path_derivative=False)": lambda: posterior.MultivariateNormal(
         path_derivative=False
@@ -27,6 +31,23 @@ FULL_GRADIENT = {
         posterior.LowRankMultivariateNormal(rank=2, path_derivative=False)
     ),
 }
+#: The low-rank family through its low-rank identities rather than the Cholesky
+#: factor of the covariance, which it uses for a joint this small.
+FAMILIES["LowRankMultivariateNormal(low-rank identities)"] = lambda: _low_rank_only(
+    posterior.LowRankMultivariateNormal(rank=2)
+)
+FULL_GRADIENT["LowRankMultivariateNormal(low-rank identities, full gradient)"] = (
+    lambda: _low_rank_only(
+        posterior.LowRankMultivariateNormal(rank=2, path_derivative=False)
+    )
+)
+
+
+def _low_rank_only(family):
+    family.dense_limit = 0
+    return family
+
+
 X = torch.tensor([[1.0, 0.5], [0.2, -1.0], [-0.7, 0.3], [1.5, 1.2]])
 Y = torch.tensor([1.2, -0.8, 0.1, 2.0])
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -240,25 +242,16 @@ class MultivariateNormal(JointPosterior):
 
     def block_log_density(self, parts, prefix, value):
         loc, scale_tril, offset, end = parts
-        terms = self._log_density(loc[:end], scale_tril[:end, :end], prefix, value)
-        return terms[..., offset:]
+        loc, scale_tril = _held(
+            self._path_derivative, value, loc[:end], scale_tril[:end, :end]
+        )
+        values = torch.cat([prefix, value], dim=-1)
+        return _triangular_terms(loc, scale_tril, values)[..., offset:]
 
     def joint_log_density(self, parts, values, blocks):
-        end = values.shape[-1]
-        loc, scale_tril = parts[0][:end], parts[1][:end, :end]
-        return self._log_density(loc, scale_tril, values[..., :0], values)
-
-    def _log_density(self, loc, scale_tril, prefix, value):
-        """Elementwise ``log q`` of ``(prefix, value)``, conditionals in order."""
-        loc, scale_tril = _held(self._path_derivative, value, loc, scale_tril)
-        centred = torch.cat([prefix, value], dim=-1) - loc
-        # Recomputing the noise from the values (not reusing the draw's) keeps
-        # log q a function of the values, as the path-derivative estimator needs.
-        noise = torch.linalg.solve_triangular(
-            scale_tril, centred.unsqueeze(-1), upper=False
-        ).squeeze(-1)
-        log_diag = torch.diagonal(scale_tril).log()
-        return -0.5 * noise.square() - _HALF_LOG_TWO_PI - log_diag
+        loc, scale_tril = _leading(values.shape[-1], parts[0], parts[1])
+        loc, scale_tril = _held(self._path_derivative, values, loc, scale_tril)
+        return _triangular_terms(loc, scale_tril, values)
 
     def block_entropy(self, parts):
         _, scale_tril, offset, end = parts
@@ -287,6 +280,38 @@ def _check_path_derivative(value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"path_derivative must be True or False, got {value!r}")
     return value
+
+
+def _triangular_terms(loc: Tensor, scale_tril: Tensor, values: Tensor) -> Tensor:
+    """Elementwise ``log N(values; loc, L L')``: coordinate ``i``'s term is its
+    conditional density given the coordinates before it."""
+    centred = values - loc
+    # Recomputing the noise from the values (not reusing the draw's) keeps log q a
+    # function of the values, as the path-derivative estimator needs.
+    noise = torch.linalg.solve_triangular(
+        scale_tril, centred.unsqueeze(-1), upper=False
+    ).squeeze(-1)
+    constant = -_HALF_LOG_TWO_PI - torch.diagonal(scale_tril).log()
+    return torch.addcmul(constant, noise, noise, value=-0.5)
+
+
+def _dense_factor(factor: Tensor, scale: Tensor) -> Tensor:
+    """The Cholesky factor of ``factor @ factor.T + diag(scale**2)``."""
+    covariance = factor @ factor.T + torch.diag_embed(scale.square())
+    return torch.linalg.cholesky(covariance)
+
+
+def _leading(end: int, *tensors: Tensor) -> tuple:
+    """The first ``end`` rows (and columns, of a square matrix) of each tensor,
+    the tensor itself where that is all of it."""
+    if all(tensor.shape[0] == end for tensor in tensors):
+        return tensors
+    return tuple(
+        tensor[:end, :end]
+        if tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]
+        else tensor[:end]
+        for tensor in tensors
+    )
 
 
 def _held(path_derivative: bool, value: Tensor, *tensors: Tensor) -> tuple:
@@ -356,6 +381,10 @@ class LowRankMultivariateNormal(JointPosterior):
         torch.Size([5])
     """
 
+    #: Up to this many coordinates a log-density goes through the Cholesky factor
+    #: of the covariance (fewer, cheaper operations than the low-rank identities).
+    dense_limit = 128
+
     def __init__(
         self, rank: int = 2, init_scale: float = 0.1, path_derivative: bool = True
     ) -> None:
@@ -413,7 +442,12 @@ class LowRankMultivariateNormal(JointPosterior):
         loc, factor, scale = _held(
             self._path_derivative, value, loc[:end], factor[:end], scale[:end]
         )
-        joint = _low_rank(loc, factor, scale).log_prob(torch.cat([prefix, value], -1))
+        values = torch.cat([prefix, value], -1)
+        if end <= self.dense_limit:
+            return _triangular_terms(loc, _dense_factor(factor, scale), values)[
+                ..., offset:
+            ]
+        joint = _low_rank(loc, factor, scale).log_prob(values)
         if offset:
             joint = joint - _low_rank(
                 loc[:offset], factor[:offset], scale[:offset]
@@ -421,41 +455,35 @@ class LowRankMultivariateNormal(JointPosterior):
         return spread_evenly(joint, value.shape[-1])
 
     def joint_log_density(self, parts, values, blocks):
-        """Each block's conditional as the difference of the log-densities of the
-        prefixes ending with it and before it, all prefixes at once: the
-        capacitance ``I + W' D^-1 W`` and ``W' D^-1 (u - loc)`` of a prefix are
-        running sums over its rows."""
         end = values.shape[-1]
-        loc, factor, scale = _held(
-            self._path_derivative,
-            values,
-            parts[0][:end],
-            parts[1][:end],
-            parts[2][:end],
-        )
-        ends = torch.tensor([block.offset + block.size for block in blocks]) - 1
-        sizes = torch.tensor([block.size for block in blocks])
+        loc, factor, scale = _leading(end, *parts[:3])
+        loc, factor, scale = _held(self._path_derivative, values, loc, factor, scale)
+        if end <= self.dense_limit:
+            return _triangular_terms(loc, _dense_factor(factor, scale), values)
+        return self._prefix_terms(loc, factor, scale, values, blocks)
+
+    def _prefix_terms(self, loc, factor, scale, values, blocks):
+        """Each block's conditional as the difference of the log-densities of the
+        prefixes ending with it and before it, all prefixes at once (the
+        capacitance ``I + W' D^-1 W`` and ``W' D^-1 (u - loc)`` of a prefix are
+        sums over its rows), spread evenly over the block."""
+        layout = _BlockLayout.of(blocks, loc)
         centred = values - loc
         weighted = factor / scale.square().unsqueeze(-1)  # D^-1 W, (n, rank)
-        # The diagonal part of each block's term is its own.
+        # The diagonal part of a block's term is its own; the low-rank correction
+        # of each prefix (through the block) is differenced.
         diagonal = -0.5 * (centred / scale).square() - scale.log() - _HALF_LOG_TWO_PI
-        totals = _block_sums(diagonal, ends)
         capacitance = torch.cumsum(weighted.unsqueeze(-1) * factor.unsqueeze(-2), 0)
-        capacitance = capacitance[ends] + torch.eye(
-            self._rank, dtype=loc.dtype, device=loc.device
-        )
-        projected = torch.cumsum(centred.unsqueeze(-1) * weighted, dim=-2)
-        projected = projected[..., ends, :]  # W' D^-1 (u - loc) of each prefix
+        capacitance = capacitance[layout.last_rows] + layout.identity(self._rank)
+        projected = layout.prefixes @ (centred.unsqueeze(-1) * weighted)
         cholesky = torch.linalg.cholesky(capacitance)
         solved = torch.linalg.solve_triangular(
             cholesky, projected.unsqueeze(-1), upper=False
-        ).squeeze(-1)
-        log_det = torch.diagonal(cholesky, dim1=-2, dim2=-1).log().sum(-1)
-        correction = 0.5 * solved.square().sum(-1) - log_det  # per prefix
-        totals = totals + torch.diff(
-            correction, dim=-1, prepend=torch.zeros_like(correction[..., :1])
         )
-        return torch.repeat_interleave(totals / sizes.to(totals), sizes, dim=-1)
+        log_det = torch.diagonal(cholesky, dim1=-2, dim2=-1).log().sum(-1)
+        correction = 0.5 * solved.square().sum((-2, -1)) - log_det  # per prefix
+        totals = diagonal @ layout.members + correction @ layout.differences
+        return (totals / layout.sizes) @ layout.members.T
 
     def block_entropy(self, parts):
         loc, factor, scale, offset, end = parts
@@ -480,10 +508,47 @@ class LowRankMultivariateNormal(JointPosterior):
         )
 
 
-def _block_sums(terms: Tensor, ends: Tensor) -> Tensor:
-    """The sums of ``terms`` (..., n) over the blocks that end at ``ends``."""
-    running = terms.cumsum(-1)[..., ends]
-    return torch.diff(running, dim=-1, prepend=torch.zeros_like(running[..., :1]))
+class _BlockLayout(NamedTuple):
+    """Constant matrices over the blocks of a joint: ``members`` (n, K) marks each
+    coordinate's block, ``prefixes`` (K, n) the coordinates up to each block's end,
+    ``differences`` (K, K) turns running totals into per-block ones; ``sizes``
+    (K,) and ``last_rows`` (K,) each block's size and last coordinate."""
+
+    members: Tensor
+    prefixes: Tensor
+    differences: Tensor
+    sizes: Tensor
+    last_rows: Tensor
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def build(spans: tuple, dtype: torch.dtype, device: torch.device) -> _BlockLayout:
+        ends = torch.tensor([offset + size for offset, size in spans], device=device)
+        coordinates = torch.arange(int(ends[-1]), device=device)
+        starts = ends - torch.tensor([size for _, size in spans], device=device)
+        members = (coordinates.unsqueeze(-1) >= starts) & (
+            coordinates.unsqueeze(-1) < ends
+        )
+        prefixes = coordinates.unsqueeze(0) < ends.unsqueeze(-1)
+        differences = torch.eye(len(spans), dtype=dtype, device=device)
+        differences = differences - torch.diag(
+            torch.ones(len(spans) - 1, dtype=dtype, device=device), 1
+        )
+        return _BlockLayout(
+            members.to(dtype),
+            prefixes.to(dtype),
+            differences,
+            (ends - starts).to(dtype),
+            ends - 1,
+        )
+
+    @classmethod
+    def of(cls, blocks: list[Block], reference: Tensor) -> _BlockLayout:
+        spans = tuple((block.offset, block.size) for block in blocks)
+        return cls.build(spans, reference.dtype, reference.device)
+
+    def identity(self, rank: int) -> Tensor:
+        return torch.eye(rank, dtype=self.sizes.dtype, device=self.sizes.device)
 
 
 def _low_rank(loc: Tensor, factor: Tensor, scale: Tensor) -> TorchLowRank:
