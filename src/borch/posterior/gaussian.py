@@ -14,7 +14,7 @@ from torch.distributions import MultivariateNormal as TorchMultivariateNormal
 
 from borch.compiling import compiling
 from borch.posterior.joint import Block, JointPosterior, JointRun, spread_evenly
-from borch.posterior.laplace_start import await_start, laplace_fit
+from borch.posterior.laplace_start import LaplaceFit, await_start, laplace_fit
 from borch.validation import check_count
 
 __all__ = ["LowRankMultivariateNormal", "MultivariateNormal"]
@@ -22,7 +22,63 @@ __all__ = ["LowRankMultivariateNormal", "MultivariateNormal"]
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
-class MultivariateNormal(JointPosterior):
+class _LaplaceStarted(JointPosterior):
+    """What the Gaussian families share: their ``init`` (a Laplace start or the
+    prior's centre), the path-derivative ``log_prob`` and the start itself."""
+
+    def __init__(
+        self,
+        init_scale: float,
+        init: str,
+        path_derivative: bool,
+        laplace_dimension: int,
+    ) -> None:
+        super().__init__(init_scale=init_scale)
+        if init not in ("laplace", "prior"):
+            raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
+        self._init = init
+        self._path_derivative = _check_path_derivative(path_derivative)
+        self._laplace_dimension = check_count(
+            "laplace_dimension", laplace_dimension, minimum=1
+        )
+        if init == "laplace":
+            # Whether the Laplace start has been made (or skipped): in the state
+            # dict, so a loaded posterior does not start again.
+            self.register_buffer("_started", torch.tensor(False))
+
+    def register_random_variable(self, name, prior):
+        approximation = super().register_random_variable(name, prior)
+        if self._init == "laplace" and not bool(self._started):
+            await_start(self)
+        return approximation
+
+    def start(self, model: nn.Module, run) -> None:
+        """Start at the Laplace approximation of the posterior of the variables
+        so far (see the class docstring); ``run()`` re-runs ``model``'s call."""
+        if bool(self._started):
+            return
+        slices = self.blocks()
+        fit = None
+        if slices and self.dimension() <= self._laplace_dimension:
+            loc = self.assemble(slices)[0]
+            fit = laplace_fit(self, model, run, loc.detach())
+        with torch.no_grad():
+            self._started.fill_(True)
+            if fit is not None:
+                self.start_at(slices, fit)
+        self.forget_run()
+
+    def start_at(self, slices: list, fit: LaplaceFit) -> None:
+        """Set the blocks' parameters to ``fit`` (under ``torch.no_grad()``)."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_frame", None)  # see _rebuilt_on_change
+        return state
+
+
+class MultivariateNormal(_LaplaceStarted):
     """Approximate all latent variables together by one full-rank Gaussian in
     unconstrained space.
 
@@ -117,24 +173,7 @@ class MultivariateNormal(JointPosterior):
         path_derivative: bool = True,
         laplace_dimension: int = 1000,
     ) -> None:
-        super().__init__(init_scale=init_scale)
-        if init not in ("laplace", "prior"):
-            raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
-        self._init = init
-        self._path_derivative = _check_path_derivative(path_derivative)
-        self._laplace_dimension = check_count(
-            "laplace_dimension", laplace_dimension, minimum=1
-        )
-        if init == "laplace":
-            # Whether the Laplace start has been made (or skipped): in the state
-            # dict, so a loaded posterior does not start again.
-            self.register_buffer("_started", torch.tensor(False))
-
-    def register_random_variable(self, name, prior):
-        approximation = super().register_random_variable(name, prior)
-        if self._init == "laplace" and not bool(self._started):
-            await_start(self)
-        return approximation
+        super().__init__(init_scale, init, path_derivative, laplace_dimension)
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
@@ -156,30 +195,16 @@ class MultivariateNormal(JointPosterior):
             parameters["basis"] = basis
         return parameters
 
-    def start(self, model: nn.Module, run) -> None:
-        """Start at the Laplace approximation of the posterior of the variables
-        so far (see the class docstring); ``run()`` re-runs ``model``'s call."""
-        if bool(self._started):
-            return
-        slices = self.blocks()
-        fit = None
-        if slices and self.dimension() <= self._laplace_dimension:
-            loc, _ = self.assemble(slices)
-            fit = laplace_fit(self, model, run, loc.detach())
-        with torch.no_grad():
-            self._started.fill_(True)
-            if fit is None:
-                return
-            for rv in slices:
-                block = rv.block
-                rows = slice(block.offset, block.offset + block.size)
-                rv.get_buffer("origin").copy_(fit.mode[rows])
-                rv.get_buffer("basis").copy_(
-                    fit.scale_tril[rows, : block.offset + block.size]
-                )
-                for parameter in rv.parameters():
-                    parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
-        self.forget_run()
+    def start_at(self, slices, fit) -> None:
+        for rv in slices:
+            block = rv.block
+            rows = slice(block.offset, block.offset + block.size)
+            rv.get_buffer("origin").copy_(fit.mode[rows])
+            rv.get_buffer("basis").copy_(
+                fit.scale_tril[rows, : block.offset + block.size]
+            )
+            for parameter in rv.parameters():
+                parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
 
     def assemble(self, slices) -> tuple[Tensor, Tensor]:
         dimension = sum(rv.block.size for rv in slices)
@@ -203,25 +228,16 @@ class MultivariateNormal(JointPosterior):
 
     def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
         """The mode and the Laplace factor of all blocks (``B`` and ``m`` of the
-        class docstring), rebuilt only when a buffer changed."""
+        class docstring)."""
         buffers = [(rv.get_buffer("origin"), rv.get_buffer("basis")) for rv in slices]
-        tensors = [b for pair in buffers for b in pair]
-        key = None
-        if not compiling():
-            key = [b._version for b in tensors]
-            cached = self.__dict__.get("_frame")
-            if (
-                cached is not None
-                and len(cached[0]) == len(tensors)
-                and all(a is b for a, b in zip(cached[0], tensors))
-                and cached[1] == key
-            ):
-                return cached[2]
-        origin = torch.cat([origin for origin, _ in buffers])
-        basis = torch.cat([_pad_columns([b], dimension) for _, b in buffers])
-        if key is not None:
-            self.__dict__["_frame"] = (tensors, key, (origin, basis))
-        return origin, basis
+        return _rebuilt_on_change(
+            self,
+            [b for pair in buffers for b in pair],
+            lambda: (
+                torch.cat([origin for origin, _ in buffers]),
+                torch.cat([_pad_columns([b], dimension) for _, b in buffers]),
+            ),
+        )
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, scale_tril = run.parts
@@ -263,11 +279,6 @@ class MultivariateNormal(JointPosterior):
         :meth:`joint_names` order), for inspection."""
         loc, scale_tril = self.assemble(self.blocks_so_far())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state.pop("_frame", None)
-        return state
 
     def extra_repr(self) -> str:
         return (
@@ -337,6 +348,31 @@ def _joint_noise(run: JointRun, reference: Tensor) -> Tensor:
     return noise
 
 
+def _origin_and_unit(buffers: list) -> tuple[Tensor, Tensor, Tensor]:
+    origin = torch.cat([origin for origin, _ in buffers])
+    unit = torch.cat([unit for _, unit in buffers])
+    return origin, unit, unit.log()
+
+
+def _rebuilt_on_change(family, tensors: list[Tensor], build) -> tuple:
+    """``build()``, remembered on ``family`` while ``tensors`` (buffers) are the
+    same objects, unmodified: it runs once, not on every step."""
+    if compiling():
+        return build()
+    key = [tensor._version for tensor in tensors]
+    cached = family.__dict__.get("_frame")
+    if (
+        cached is not None
+        and len(cached[0]) == len(tensors)
+        and all(a is b for a, b in zip(cached[0], tensors))
+        and cached[1] == key
+    ):
+        return cached[2]
+    built = build()
+    family.__dict__["_frame"] = (tensors, key, built)
+    return built
+
+
 def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
     """Rows of a ``dimension``-column matrix from their first columns."""
     width = sum(part.shape[1] for part in parts)
@@ -345,7 +381,7 @@ def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-class LowRankMultivariateNormal(JointPosterior):
+class LowRankMultivariateNormal(_LaplaceStarted):
     """Approximate all latent variables together by a Gaussian whose covariance is
     ``factor @ factor.T + diag(scale**2)``, ``factor`` of ``rank`` columns.
 
@@ -353,13 +389,23 @@ class LowRankMultivariateNormal(JointPosterior):
     numbers shared by all variables: each variable owns its rows of ``factor``, its
     ``loc`` and ``log_scale``. It costs ``O(dimension * rank)`` per step where the
     full-rank family costs ``O(dimension**2)``. A variable's log-density term is
-    its block's conditional given the blocks before it, spread evenly over its
-    elements (their sum is exact; see :mod:`borch.posterior.joint`).
+    its block's conditional given the blocks before it (see
+    :mod:`borch.posterior.joint`): up to ``dense_limit`` coordinates in all it is
+    computed through the Cholesky factor of the covariance, each element its own
+    conditional, and beyond through the low-rank identities, spread evenly over
+    the block's elements (their sum is exact either way).
 
-    Initialisation: ``loc`` as for :class:`MultivariateNormal`, ``scale`` at
-    ``init_scale`` and ``factor`` small and random (seeded per block, the user's
-    random stream untouched) so the correlations can grow from the first step: a
-    factor of zeros is a stationary point of the ELBO.
+    Initialisation (``init="laplace"``, the default): the Laplace fit of the
+    first call, as for :class:`MultivariateNormal`, made low rank: ``loc`` at the
+    mode, ``factor`` the covariance's ``rank`` leading principal axes, each
+    scaled by the sd along it, and ``scale`` what the axes leave of every
+    coordinate's variance (at least 1% of its sd), so that the start has the
+    fit's marginal variances and its strongest correlations. ``init="prior"``
+    (and variables that appear after the start): ``loc`` at the prior's centre
+    as for :class:`MultivariateNormal`, ``scale`` at ``init_scale`` and
+    ``factor`` small and random (seeded per block, the user's random stream
+    untouched) so the correlations can grow from the first step: a factor of
+    zeros is a stationary point of the ELBO.
 
     ``path_derivative=True`` (the default) holds the parameters fixed in the
     ``log_prob`` of a reparameterised draw, as for :class:`MultivariateNormal`.
@@ -367,7 +413,9 @@ class LowRankMultivariateNormal(JointPosterior):
     Args:
         rank: the number of columns of ``factor``.
         init_scale: the initial scale of every unconstrained coordinate.
+        init: ``"laplace"`` or ``"prior"`` (see above).
         path_derivative: hold the parameters fixed in ``log_prob`` (see above).
+        laplace_dimension: the largest joint the Laplace start fits.
 
     Example:
         >>> import torch
@@ -386,29 +434,79 @@ class LowRankMultivariateNormal(JointPosterior):
     dense_limit = 128
 
     def __init__(
-        self, rank: int = 2, init_scale: float = 0.1, path_derivative: bool = True
+        self,
+        rank: int = 2,
+        init_scale: float = 0.1,
+        init: str = "laplace",
+        path_derivative: bool = True,
+        laplace_dimension: int = 1000,
     ) -> None:
-        super().__init__(init_scale=init_scale)
+        super().__init__(init_scale, init, path_derivative, laplace_dimension)
         self._rank = check_count("rank", rank, minimum=1)
-        self._path_derivative = _check_path_derivative(path_derivative)
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
         generator = torch.Generator().manual_seed(position)
         factor = torch.randn(size, self._rank, generator=generator).to(start)
-        return {
+        parameters = {
             "loc": nn.Parameter(start.clone()),
             "factor": nn.Parameter(factor * (0.1 * self._init_scale)),
             "log_scale": nn.Parameter(
                 start.new_full((size,), math.log(self._init_scale))
             ),
         }
+        if self._init == "laplace":
+            # The frame: u = origin + unit * (loc + factor z + scale noise); the
+            # identity until the start.
+            parameters["loc"] = nn.Parameter(torch.zeros_like(start))
+            parameters["origin"] = start.clone()
+            parameters["unit"] = torch.ones_like(start)
+        return parameters
+
+    def start_at(self, slices, fit) -> None:
+        covariance = fit.scale_tril @ fit.scale_tril.T
+        variances, axes = torch.linalg.eigh(covariance)  # ascending
+        leading = variances.flip(0)[: self._rank].clamp(min=0.0)
+        factor = axes.flip(1)[:, : self._rank] * leading.sqrt()
+        if factor.shape[1] < self._rank:  # fewer coordinates than the rank
+            factor = torch.cat(
+                [
+                    factor,
+                    factor.new_zeros(factor.shape[0], self._rank - factor.shape[1]),
+                ],
+                dim=1,
+            )
+        marginal = torch.diagonal(covariance)
+        left = (marginal - factor.square().sum(1)).clamp(min=1e-4 * marginal)
+        unit = marginal.sqrt()  # Adam's steps in units of each coordinate's sd
+        for rv in slices:
+            block = rv.block
+            rows = slice(block.offset, block.offset + block.size)
+            rv.get_buffer("origin").copy_(fit.mode[rows])
+            rv.get_buffer("unit").copy_(unit[rows])
+            rv.get_parameter("loc").zero_()
+            rv.get_parameter("factor").copy_(factor[rows] / unit[rows, None])
+            rv.get_parameter("log_scale").copy_(
+                0.5 * left[rows].log() - unit[rows].log()
+            )
 
     def assemble(self, slices) -> tuple[Tensor, Tensor, Tensor]:
         loc = torch.cat([rv.arguments["loc"] for rv in slices])
         factor = torch.cat([rv.arguments["factor"] for rv in slices])
-        scale = torch.cat([rv.arguments["log_scale"] for rv in slices]).exp()
-        return loc, factor, scale
+        log_scale = torch.cat([rv.arguments["log_scale"] for rv in slices])
+        if self._init != "laplace":
+            return loc, factor, log_scale.exp()
+        buffers = [(rv.get_buffer("origin"), rv.get_buffer("unit")) for rv in slices]
+        origin, unit, log_unit = _rebuilt_on_change(
+            self,
+            [b for pair in buffers for b in pair],
+            lambda: _origin_and_unit(buffers),
+        )
+        return (
+            torch.addcmul(origin, unit, loc),
+            unit.unsqueeze(-1) * factor,
+            (log_scale + log_unit).exp(),
+        )
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, factor, scale = run.parts
@@ -503,7 +601,7 @@ class LowRankMultivariateNormal(JointPosterior):
 
     def extra_repr(self) -> str:
         return (
-            f"rank={self._rank}, init_scale={self._init_scale}, "
+            f"rank={self._rank}, init_scale={self._init_scale}, init={self._init!r}, "
             f"path_derivative={self._path_derivative}"
         )
 
