@@ -199,10 +199,8 @@ class MultivariateNormal(_LaplaceStarted):
         for rv in slices:
             block = rv.block
             rows = slice(block.offset, block.offset + block.size)
-            rv.get_buffer("origin").copy_(fit.mode[rows])
-            rv.get_buffer("basis").copy_(
-                fit.scale_tril[rows, : block.offset + block.size]
-            )
+            rv.state("origin").copy_(fit.mode[rows])
+            rv.state("basis").copy_(fit.scale_tril[rows, : block.offset + block.size])
             for parameter in rv.parameters():
                 parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
 
@@ -211,15 +209,14 @@ class MultivariateNormal(_LaplaceStarted):
         rows = []
         for rv in slices:
             block = rv.block
-            arguments = rv.arguments
-            triangle = torch.diag(arguments["log_diag"].exp())
+            triangle = torch.diag(rv.state("log_diag").exp())
             if block.size > 1:
-                triangle = triangle + torch.tril(arguments["tril"], -1)
+                triangle = triangle + torch.tril(rv.state("tril"), -1)
             parts = [triangle]
             if block.offset:
-                parts.insert(0, arguments["cross"])
+                parts.insert(0, rv.state("cross"))
             rows.append(_pad_columns(parts, dimension))
-        loc = torch.cat([rv.arguments["loc"] for rv in slices])
+        loc = torch.cat([rv.state("loc") for rv in slices])
         scale_tril = torch.cat(rows, dim=0)
         if self._init != "laplace":
             return loc, scale_tril
@@ -229,7 +226,7 @@ class MultivariateNormal(_LaplaceStarted):
     def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
         """The mode and the Laplace factor of all blocks (``B`` and ``m`` of the
         class docstring)."""
-        buffers = [(rv.get_buffer("origin"), rv.get_buffer("basis")) for rv in slices]
+        buffers = [(rv.state("origin"), rv.state("basis")) for rv in slices]
         return _rebuilt_on_change(
             self,
             [b for pair in buffers for b in pair],
@@ -249,8 +246,7 @@ class MultivariateNormal(_LaplaceStarted):
 
     def draw_joint(self, run: JointRun) -> Tensor:
         loc, scale_tril = run.parts
-        noise = _joint_noise(run, loc)
-        return loc + noise @ scale_tril.T
+        return _affine(loc, scale_tril, _joint_noise(run, loc))
 
     def block_parts(self, run, position):
         block = run.slices[position].block
@@ -332,6 +328,14 @@ def _held(path_derivative: bool, value: Tensor, *tensors: Tensor) -> tuple:
     if path_derivative and value.requires_grad:
         return tuple(tensor.detach() for tensor in tensors)
     return tensors
+
+
+def _affine(shift: Tensor, matrix: Tensor, vectors: Tensor) -> Tensor:
+    """``shift + vectors @ matrix.T`` for one vector or a batch of rows, in one
+    operation."""
+    if vectors.dim() == 1:
+        return torch.addmv(shift, matrix, vectors)
+    return torch.addmm(shift, vectors, matrix.T)
 
 
 def _joint_noise(run: JointRun, reference: Tensor) -> Tensor:
@@ -482,21 +486,19 @@ class LowRankMultivariateNormal(_LaplaceStarted):
         for rv in slices:
             block = rv.block
             rows = slice(block.offset, block.offset + block.size)
-            rv.get_buffer("origin").copy_(fit.mode[rows])
-            rv.get_buffer("unit").copy_(unit[rows])
-            rv.get_parameter("loc").zero_()
-            rv.get_parameter("factor").copy_(factor[rows] / unit[rows, None])
-            rv.get_parameter("log_scale").copy_(
-                0.5 * left[rows].log() - unit[rows].log()
-            )
+            rv.state("origin").copy_(fit.mode[rows])
+            rv.state("unit").copy_(unit[rows])
+            rv.state("loc").zero_()
+            rv.state("factor").copy_(factor[rows] / unit[rows, None])
+            rv.state("log_scale").copy_(0.5 * left[rows].log() - unit[rows].log())
 
     def assemble(self, slices) -> tuple[Tensor, Tensor, Tensor]:
-        loc = torch.cat([rv.arguments["loc"] for rv in slices])
-        factor = torch.cat([rv.arguments["factor"] for rv in slices])
-        log_scale = torch.cat([rv.arguments["log_scale"] for rv in slices])
+        loc = torch.cat([rv.state("loc") for rv in slices])
+        factor = torch.cat([rv.state("factor") for rv in slices])
+        log_scale = torch.cat([rv.state("log_scale") for rv in slices])
         if self._init != "laplace":
             return loc, factor, log_scale.exp()
-        buffers = [(rv.get_buffer("origin"), rv.get_buffer("unit")) for rv in slices]
+        buffers = [(rv.state("origin"), rv.state("unit")) for rv in slices]
         origin, unit, log_unit = _rebuilt_on_change(
             self,
             [b for pair in buffers for b in pair],
@@ -518,7 +520,7 @@ class LowRankMultivariateNormal(_LaplaceStarted):
     def draw_joint(self, run: JointRun) -> Tensor:
         loc, factor, scale = run.parts
         noise = _joint_noise(run, loc)
-        return loc + self._shared(run) @ factor.T + scale * noise
+        return torch.addcmul(_affine(loc, factor, self._shared(run)), scale, noise)
 
     def _shared(self, run: JointRun) -> Tensor:
         """The ``rank`` standard Normal numbers all blocks of the run share."""

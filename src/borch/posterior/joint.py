@@ -103,6 +103,13 @@ class JointSlice(RandomVariable):
         """Where this variable sits in the joint."""
         return self.__dict__["_block"]
 
+    def state(self, name: str) -> Tensor:
+        """The block's parameter or buffer ``name`` (``get_parameter`` or
+        ``get_buffer``, without their path lookup: a family reads these on every
+        run)."""
+        tensor = self._parameters.get(name)
+        return self._buffers[name] if tensor is None else tensor
+
     def _distribution(self) -> Distribution:
         return self._joint.slice_distribution(self)
 
