@@ -206,18 +206,24 @@ class MultivariateNormal(_LaplaceStarted):
 
     def assemble(self, slices) -> tuple[Tensor, Tensor]:
         dimension = sum(rv.block.size for rv in slices)
-        rows = []
+        # Every block's numbers of the factor in one vector, then placed by one
+        # gather: fewer operations than building and padding each block's rows,
+        # and each parameter's gradient is a contiguous slice of one gradient
+        # (column slices of a row block would not be, which DDP warns about).
+        numbers = []
         for rv in slices:
             block = rv.block
-            triangle = torch.diag(rv.state("log_diag").exp())
+            numbers.append(rv.state("log_diag").exp())
             if block.size > 1:
-                triangle = triangle + torch.tril(rv.state("tril"), -1)
-            parts = [triangle]
+                numbers.append(rv.state("tril").reshape(-1))
             if block.offset:
-                parts.insert(0, rv.state("cross"))
-            rows.append(_pad_columns(parts, dimension))
+                numbers.append(rv.state("cross").reshape(-1))
         loc = torch.cat([rv.state("loc") for rv in slices])
-        scale_tril = torch.cat(rows, dim=0)
+        placement = _factor_placement(
+            tuple((rv.block.offset, rv.block.size) for rv in slices), loc.device
+        )
+        numbers.append(loc.new_zeros(1))  # the upper triangle's
+        scale_tril = torch.take(torch.cat(numbers), placement)
         if self._init != "laplace":
             return loc, scale_tril
         origin, basis = self._laplace_frame(slices, dimension)
@@ -375,6 +381,36 @@ def _rebuilt_on_change(family, tensors: list[Tensor], build) -> tuple:
     built = build()
     family.__dict__["_frame"] = (tensors, key, built)
     return built
+
+
+@functools.lru_cache(maxsize=64)
+def _factor_placement(spans: tuple, device: torch.device) -> Tensor:
+    """Where each entry of the block-triangular factor comes from in the vector
+    of the blocks' numbers (per block: exp(log_diag), tril, cross; then one zero),
+    for blocks at ``spans`` ``((offset, size), ...)``."""
+    dimension = sum(size for _, size in spans)
+    count = sum(
+        size + (size * size if size > 1 else 0) + size * offset
+        for offset, size in spans
+    )
+    placement = torch.full((dimension, dimension), count, dtype=torch.long)
+    start = 0
+    for offset, size in spans:
+        rows = torch.arange(size).unsqueeze(-1)
+        columns = torch.arange(size).unsqueeze(0)
+        block = placement[offset : offset + size]
+        diagonal = torch.arange(size)
+        block[diagonal, offset + diagonal] = start + diagonal
+        start += size
+        if size > 1:
+            below = rows > columns
+            tril = (start + rows * size + columns).expand(size, size)
+            block[:, offset : offset + size][below] = tril[below]
+            start += size * size
+        if offset:
+            block[:, :offset] = start + rows * offset + torch.arange(offset)
+            start += size * offset
+    return placement.to(device)
 
 
 def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
