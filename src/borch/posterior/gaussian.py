@@ -113,7 +113,10 @@ class MultivariateNormal(_LaplaceStarted):
     curved upwards; a state dict loaded before the first call keeps its values.
     A call that simulates its observed variables (:func:`borch.simulate_observed`,
     as predictive runs do) has no data to fit and leaves the start to the next call.
-    Variables that first appear later start as with ``init="prior"``.
+    Variables that first appear later start as with ``init="prior"``. Under
+    :func:`borch.distributed.data_parallel` (which needs the model run once
+    before it wraps it) the first call fits the start on its rank's batch, and
+    the wrapper hands rank 0's start to every rank.
 
     ``init="prior"``: ``loc`` at the prior's mean (its median where the mean is
     infinite, a HalfCauchy's for instance) mapped to unconstrained space, no
