@@ -123,8 +123,15 @@ def variants() -> dict:
         ),
     }
     if importlib.util.find_spec("zuko") is not None:
+        import zuko
+
         found["borch NormalizingFlow"] = borch_step(
             lambda: posterior.NormalizingFlow(transforms=2, hidden_features=(32, 32))
+        )
+        found["borch NormalizingFlow(MAF)"] = borch_step(
+            lambda: posterior.NormalizingFlow(
+                flow=zuko.flows.MAF, transforms=2, hidden_features=(32, 32)
+            )
         )
     else:
         print("skipping the flow: zuko not installed", file=sys.stderr)
@@ -133,6 +140,9 @@ def variants() -> dict:
         found["pyro AutoMultivariateNormal"] = pyro_step("AutoMultivariateNormal")
         found["pyro AutoLowRankMultivariateNormal"] = pyro_step(
             "AutoLowRankMultivariateNormal", rank=2
+        )
+        found["pyro AutoIAFNormal"] = pyro_step(
+            "AutoIAFNormal", hidden_dim=[32, 32], num_transforms=2
         )
     else:
         print("skipping pyro: not installed", file=sys.stderr)
@@ -143,6 +153,9 @@ PAIRS = {
     "borch Normal": "pyro AutoNormal",
     "borch MultivariateNormal": "pyro AutoMultivariateNormal",
     "borch LowRankMultivariateNormal": "pyro AutoLowRankMultivariateNormal",
+    # Both affine autoregressive flows of two transforms with two hidden layers of
+    # 32; zuko's MAF is fast to evaluate and Pyro's IAF fast to sample.
+    "borch NormalizingFlow(MAF)": "pyro AutoIAFNormal",
 }
 
 

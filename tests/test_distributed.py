@@ -293,3 +293,37 @@ def test_seed_outside_a_group():
     assert torch.equal(torch.rand(()), first)
     with pytest.raises(TypeError, match="base_seed must be an int"):
         distributed.seed(1.5)
+
+
+@pytest.mark.usefixtures("group")
+@pytest.mark.parametrize(
+    "family", [posterior.MultivariateNormal, posterior.LowRankMultivariateNormal]
+)
+def test_a_laplace_start_made_before_wrapping_is_what_every_rank_gets(family):
+    """A joint family's Laplace start is made by the first call, on that rank's
+    batch; wrapping afterwards broadcasts rank 0's start (its frame buffers and the
+    flag that it was made) to every rank, and no rank starts again."""
+
+    class Regression(borch.Module):
+        def forward(self, x):
+            self.w = dist.Normal(torch.zeros(FEATURES, dtype=torch.float64), 1.0)
+            self.noise = dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64))
+            self.y = dist.Normal(x @ self.w, self.noise)
+            return self.y
+
+    x, y = make_data()
+    model = Regression(posterior=family())
+    model.observe(y=y)
+    model(x)
+    start = {k: v.clone() for k, v in model.posterior.state_dict().items()}
+    assert bool(model.posterior._started)
+    wrapper = distributed.data_parallel(model)
+    broadcast = set(wrapper.named_module_buffers)
+    assert "posterior._started" in broadcast
+    assert {"posterior.w.origin", "posterior.noise.origin"} <= broadcast
+    borch.sample(wrapper)
+    wrapper(x)
+    borch.infer.vi_loss(**borch.pq_to_infer(model)).backward()
+    assert model.posterior.w.loc.grad is not None
+    for key, value in model.posterior.state_dict().items():
+        assert torch.equal(value, start[key]), key  # not started again

@@ -56,9 +56,16 @@ def assert_close(means, sds, reference_means, reference_sds):
     assert sd_error.max() <= 0.2, f"sds {sds} vs {reference_sds}"
 
 
+FAMILIES = {
+    "MultivariateNormal": posterior.MultivariateNormal,
+    "LowRankMultivariateNormal": lambda: posterior.LowRankMultivariateNormal(rank=2),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(("lr", "steps"), [(0.05, 1500), (0.01, 2000)])
-def test_kidscore_momiq_in_a_plain_adam_loop(lr, steps):
-    model, args, reference = kidiq_momiq(posterior=posterior.MultivariateNormal())
+def test_kidscore_momiq_in_a_plain_adam_loop(family, lr, steps):
+    model, args, reference = kidiq_momiq(posterior=FAMILIES[family]())
     fit(model, args, lr, steps)
     means, sds, correlation = fitted_moments(model)
     assert_close(means, sds, reference["means"], reference["sds"])
@@ -78,11 +85,17 @@ def test_kidscore_momhsiq_in_a_plain_adam_loop():
     )
 
 
-def test_the_prior_start_is_still_there():
-    """``init="prior"``: no fit of the model, the joint at the prior's centre."""
-    model, args, _ = kidiq_momiq(posterior=posterior.MultivariateNormal(init="prior"))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_prior_start_is_still_there(family):
+    """``init="prior"``: no fit of the model, the joint at the prior's centre with
+    every coordinate's own scale 0.1."""
+    chosen = getattr(posterior, family)
+    model, args, _ = kidiq_momiq(posterior=chosen(init="prior"))
     model(*args)
     joint = model.posterior.unconstrained_distribution()
     expected = torch.tensor([0.0, 0.0, torch.tensor(2.5).log().item()])
     assert torch.allclose(joint.mean.detach(), expected)
-    assert torch.allclose(joint.stddev.detach(), torch.full((3,), 0.1))
+    if family == "LowRankMultivariateNormal":  # plus a small random factor
+        assert torch.allclose(joint.cov_diag.detach(), torch.full((3,), 0.01))
+    else:
+        assert torch.allclose(joint.stddev.detach(), torch.full((3,), 0.1))

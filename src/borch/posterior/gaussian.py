@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -12,7 +14,7 @@ from torch.distributions import MultivariateNormal as TorchMultivariateNormal
 
 from borch.compiling import compiling
 from borch.posterior.joint import Block, JointPosterior, JointRun, spread_evenly
-from borch.posterior.laplace_start import await_start, laplace_fit
+from borch.posterior.laplace_start import LaplaceFit, await_start, laplace_fit
 from borch.validation import check_count
 
 __all__ = ["LowRankMultivariateNormal", "MultivariateNormal"]
@@ -20,7 +22,63 @@ __all__ = ["LowRankMultivariateNormal", "MultivariateNormal"]
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
-class MultivariateNormal(JointPosterior):
+class _LaplaceStarted(JointPosterior):
+    """What the Gaussian families share: their ``init`` (a Laplace start or the
+    prior's centre), the path-derivative ``log_prob`` and the start itself."""
+
+    def __init__(
+        self,
+        init_scale: float,
+        init: str,
+        path_derivative: bool,
+        laplace_dimension: int,
+    ) -> None:
+        super().__init__(init_scale=init_scale)
+        if init not in ("laplace", "prior"):
+            raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
+        self._init = init
+        self._path_derivative = _check_path_derivative(path_derivative)
+        self._laplace_dimension = check_count(
+            "laplace_dimension", laplace_dimension, minimum=1
+        )
+        if init == "laplace":
+            # Whether the Laplace start has been made (or skipped): in the state
+            # dict, so a loaded posterior does not start again.
+            self.register_buffer("_started", torch.tensor(False))
+
+    def register_random_variable(self, name, prior):
+        approximation = super().register_random_variable(name, prior)
+        if self._init == "laplace" and not bool(self._started):
+            await_start(self)
+        return approximation
+
+    def start(self, model: nn.Module, run) -> None:
+        """Start at the Laplace approximation of the posterior of the variables
+        so far (see the class docstring); ``run()`` re-runs ``model``'s call."""
+        if bool(self._started):
+            return
+        slices = self.blocks()
+        fit = None
+        if slices and self.dimension() <= self._laplace_dimension:
+            loc = self.assemble(slices)[0]
+            fit = laplace_fit(self, model, run, loc.detach())
+        with torch.no_grad():
+            self._started.fill_(True)
+            if fit is not None:
+                self.start_at(slices, fit)
+        self.forget_run()
+
+    def start_at(self, slices: list, fit: LaplaceFit) -> None:
+        """Set the blocks' parameters to ``fit`` (under ``torch.no_grad()``)."""
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_frame", None)  # see _rebuilt_on_change
+        return state
+
+
+class MultivariateNormal(_LaplaceStarted):
     """Approximate all latent variables together by one full-rank Gaussian in
     unconstrained space.
 
@@ -55,7 +113,10 @@ class MultivariateNormal(JointPosterior):
     curved upwards; a state dict loaded before the first call keeps its values.
     A call that simulates its observed variables (:func:`borch.simulate_observed`,
     as predictive runs do) has no data to fit and leaves the start to the next call.
-    Variables that first appear later start as with ``init="prior"``.
+    Variables that first appear later start as with ``init="prior"``. Under
+    :func:`borch.distributed.data_parallel` (which needs the model run once
+    before it wraps it) the first call fits the start on its rank's batch, and
+    the wrapper hands rank 0's start to every rank.
 
     ``init="prior"``: ``loc`` at the prior's mean (its median where the mean is
     infinite, a HalfCauchy's for instance) mapped to unconstrained space, no
@@ -115,28 +176,7 @@ class MultivariateNormal(JointPosterior):
         path_derivative: bool = True,
         laplace_dimension: int = 1000,
     ) -> None:
-        super().__init__(init_scale=init_scale)
-        if init not in ("laplace", "prior"):
-            raise ValueError(f"init must be 'laplace' or 'prior', got {init!r}")
-        if not isinstance(path_derivative, bool):
-            raise TypeError(
-                f"path_derivative must be True or False, got {path_derivative!r}"
-            )
-        self._init = init
-        self._path_derivative = path_derivative
-        self._laplace_dimension = check_count(
-            "laplace_dimension", laplace_dimension, minimum=1
-        )
-        if init == "laplace":
-            # Whether the Laplace start has been made (or skipped): in the state
-            # dict, so a loaded posterior does not start again.
-            self.register_buffer("_started", torch.tensor(False))
-
-    def register_random_variable(self, name, prior):
-        approximation = super().register_random_variable(name, prior)
-        if self._init == "laplace" and not bool(self._started):
-            await_start(self)
-        return approximation
+        super().__init__(init_scale, init, path_derivative, laplace_dimension)
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
@@ -158,46 +198,35 @@ class MultivariateNormal(JointPosterior):
             parameters["basis"] = basis
         return parameters
 
-    def start(self, model: nn.Module, run) -> None:
-        """Start at the Laplace approximation of the posterior of the variables
-        so far (see the class docstring); ``run()`` re-runs ``model``'s call."""
-        if bool(self._started):
-            return
-        slices = self.blocks()
-        fit = None
-        if slices and self.dimension() <= self._laplace_dimension:
-            loc, _ = self.assemble(slices)
-            fit = laplace_fit(self, model, run, loc.detach())
-        with torch.no_grad():
-            self._started.fill_(True)
-            if fit is None:
-                return
-            for rv in slices:
-                block = rv.block
-                rows = slice(block.offset, block.offset + block.size)
-                rv.get_buffer("origin").copy_(fit.mode[rows])
-                rv.get_buffer("basis").copy_(
-                    fit.scale_tril[rows, : block.offset + block.size]
-                )
-                for parameter in rv.parameters():
-                    parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
-        self.forget_run()
+    def start_at(self, slices, fit) -> None:
+        for rv in slices:
+            block = rv.block
+            rows = slice(block.offset, block.offset + block.size)
+            rv.state("origin").copy_(fit.mode[rows])
+            rv.state("basis").copy_(fit.scale_tril[rows, : block.offset + block.size])
+            for parameter in rv.parameters():
+                parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
 
     def assemble(self, slices) -> tuple[Tensor, Tensor]:
         dimension = sum(rv.block.size for rv in slices)
-        rows = []
+        # Every block's numbers of the factor in one vector, then placed by one
+        # gather: fewer operations than building and padding each block's rows,
+        # and each parameter's gradient is a contiguous slice of one gradient
+        # (column slices of a row block would not be, which DDP warns about).
+        numbers = []
         for rv in slices:
             block = rv.block
-            arguments = rv.arguments
-            triangle = torch.diag(arguments["log_diag"].exp())
+            numbers.append(rv.state("log_diag").exp())
             if block.size > 1:
-                triangle = triangle + torch.tril(arguments["tril"], -1)
-            parts = [triangle]
+                numbers.append(rv.state("tril").reshape(-1))
             if block.offset:
-                parts.insert(0, arguments["cross"])
-            rows.append(_pad_columns(parts, dimension))
-        loc = torch.cat([rv.arguments["loc"] for rv in slices])
-        scale_tril = torch.cat(rows, dim=0)
+                numbers.append(rv.state("cross").reshape(-1))
+        loc = torch.cat([rv.state("loc") for rv in slices])
+        placement = _factor_placement(
+            tuple((rv.block.offset, rv.block.size) for rv in slices), loc.device
+        )
+        numbers.append(loc.new_zeros(1))  # the upper triangle's
+        scale_tril = torch.take(torch.cat(numbers), placement)
         if self._init != "laplace":
             return loc, scale_tril
         origin, basis = self._laplace_frame(slices, dimension)
@@ -205,25 +234,16 @@ class MultivariateNormal(JointPosterior):
 
     def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
         """The mode and the Laplace factor of all blocks (``B`` and ``m`` of the
-        class docstring), rebuilt only when a buffer changed."""
-        buffers = [(rv.get_buffer("origin"), rv.get_buffer("basis")) for rv in slices]
-        tensors = [b for pair in buffers for b in pair]
-        key = None
-        if not compiling():
-            key = [b._version for b in tensors]
-            cached = self.__dict__.get("_frame")
-            if (
-                cached is not None
-                and len(cached[0]) == len(tensors)
-                and all(a is b for a, b in zip(cached[0], tensors))
-                and cached[1] == key
-            ):
-                return cached[2]
-        origin = torch.cat([origin for origin, _ in buffers])
-        basis = torch.cat([_pad_columns([b], dimension) for _, b in buffers])
-        if key is not None:
-            self.__dict__["_frame"] = (tensors, key, (origin, basis))
-        return origin, basis
+        class docstring)."""
+        buffers = [(rv.state("origin"), rv.state("basis")) for rv in slices]
+        return _rebuilt_on_change(
+            self,
+            [b for pair in buffers for b in pair],
+            lambda: (
+                torch.cat([origin for origin, _ in buffers]),
+                torch.cat([_pad_columns([b], dimension) for _, b in buffers]),
+            ),
+        )
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, scale_tril = run.parts
@@ -233,31 +253,31 @@ class MultivariateNormal(JointPosterior):
         rows = scale_tril[block.offset : end, :end]
         return loc[block.offset : end] + noise @ rows.T
 
-    def block_parts(self, run, position):
+    def draw_joint(self, run: JointRun) -> Tensor:
         loc, scale_tril = run.parts
+        return _affine(loc, scale_tril, _joint_noise(run, loc))
+
+    def block_parts(self, run, position):
         block = run.slices[position].block
-        end = block.offset + block.size
-        return loc[:end], scale_tril[:end, :end], block.offset
+        return (*run.parts, block.offset, block.offset + block.size)
 
     def block_log_density(self, parts, prefix, value):
-        loc, scale_tril, offset = parts
-        # Only a value that carries a gradient (a reparameterised draw) gets the
-        # path-derivative form; a fixed value (a score-function estimator, a fit
-        # to data) needs the gradient through the parameters.
-        if self._path_derivative and value.requires_grad:
-            loc, scale_tril = loc.detach(), scale_tril.detach()
-        centred = torch.cat([prefix, value], dim=-1) - loc
-        # Recomputing the noise from the values (not reusing the draw's) keeps
-        # log q a function of the values, as the path-derivative estimator needs.
-        noise = torch.linalg.solve_triangular(
-            scale_tril, centred.unsqueeze(-1), upper=False
-        ).squeeze(-1)[..., offset:]
-        log_diag = torch.diagonal(scale_tril)[offset:].log()
-        return -0.5 * noise.square() - _HALF_LOG_TWO_PI - log_diag
+        loc, scale_tril, offset, end = parts
+        loc, scale_tril = _held(
+            self._path_derivative, value, loc[:end], scale_tril[:end, :end]
+        )
+        values = torch.cat([prefix, value], dim=-1)
+        return _triangular_terms(loc, scale_tril, values)[..., offset:]
+
+    def joint_log_density(self, parts, values, blocks):
+        loc, scale_tril = _leading(values.shape[-1], parts[0], parts[1])
+        loc, scale_tril = _held(self._path_derivative, values, loc, scale_tril)
+        return _triangular_terms(loc, scale_tril, values)
 
     def block_entropy(self, parts):
-        _, scale_tril, offset = parts
-        return 0.5 + _HALF_LOG_TWO_PI + torch.diagonal(scale_tril)[offset:].log()
+        _, scale_tril, offset, end = parts
+        diagonal = torch.diagonal(scale_tril)[offset:end]
+        return 0.5 + _HALF_LOG_TWO_PI + diagonal.log()
 
     def unconstrained_distribution(self) -> TorchMultivariateNormal:
         """The joint over all unconstrained coordinates (blocks in
@@ -265,16 +285,135 @@ class MultivariateNormal(JointPosterior):
         loc, scale_tril = self.assemble(self.blocks_so_far())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
 
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state.pop("_frame", None)
-        return state
-
     def extra_repr(self) -> str:
         return (
             f"init_scale={self._init_scale}, init={self._init!r}, "
             f"path_derivative={self._path_derivative}"
         )
+
+
+def _check_path_derivative(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"path_derivative must be True or False, got {value!r}")
+    return value
+
+
+def _triangular_terms(loc: Tensor, scale_tril: Tensor, values: Tensor) -> Tensor:
+    """Elementwise ``log N(values; loc, L L')``: coordinate ``i``'s term is its
+    conditional density given the coordinates before it."""
+    centred = values - loc
+    # Recomputing the noise from the values (not reusing the draw's) keeps log q a
+    # function of the values, as the path-derivative estimator needs.
+    noise = torch.linalg.solve_triangular(
+        scale_tril, centred.unsqueeze(-1), upper=False
+    ).squeeze(-1)
+    constant = -_HALF_LOG_TWO_PI - torch.diagonal(scale_tril).log()
+    return torch.addcmul(constant, noise, noise, value=-0.5)
+
+
+def _dense_factor(factor: Tensor, scale: Tensor) -> Tensor:
+    """The Cholesky factor of ``factor @ factor.T + diag(scale**2)``."""
+    covariance = factor @ factor.T + torch.diag_embed(scale.square())
+    return torch.linalg.cholesky(covariance)
+
+
+def _leading(end: int, *tensors: Tensor) -> tuple:
+    """The first ``end`` rows (and columns, of a square matrix) of each tensor,
+    the tensor itself where that is all of it."""
+    if all(tensor.shape[0] == end for tensor in tensors):
+        return tensors
+    return tuple(
+        tensor[:end, :end]
+        if tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]
+        else tensor[:end]
+        for tensor in tensors
+    )
+
+
+def _held(path_derivative: bool, value: Tensor, *tensors: Tensor) -> tuple:
+    """``tensors``, detached for the path-derivative ``log_prob``. Only a value that
+    carries a gradient (a reparameterised draw) gets that form; a fixed value (a
+    score-function estimator's, data) needs the gradient through the parameters."""
+    if path_derivative and value.requires_grad:
+        return tuple(tensor.detach() for tensor in tensors)
+    return tensors
+
+
+def _affine(shift: Tensor, matrix: Tensor, vectors: Tensor) -> Tensor:
+    """``shift + vectors @ matrix.T`` for one vector or a batch of rows, in one
+    operation."""
+    if vectors.dim() == 1:
+        return torch.addmv(shift, matrix, vectors)
+    return torch.addmm(shift, vectors, matrix.T)
+
+
+def _joint_noise(run: JointRun, reference: Tensor) -> Tensor:
+    """Standard Normal noise for all of ``run``'s blocks, each block's columns kept
+    as its noise (for a block that joins the run later)."""
+    noise = torch.randn(
+        (*run.leading(), reference.shape[-1]),
+        dtype=reference.dtype,
+        device=reference.device,
+    )
+    for position, rv in enumerate(run.slices):
+        block = rv.block
+        run.noise[position] = noise[..., block.offset : block.offset + block.size]
+    return noise
+
+
+def _origin_and_unit(buffers: list) -> tuple[Tensor, Tensor, Tensor]:
+    origin = torch.cat([origin for origin, _ in buffers])
+    unit = torch.cat([unit for _, unit in buffers])
+    return origin, unit, unit.log()
+
+
+def _rebuilt_on_change(family, tensors: list[Tensor], build) -> tuple:
+    """``build()``, remembered on ``family`` while ``tensors`` (buffers) are the
+    same objects, unmodified: it runs once, not on every step."""
+    if compiling():
+        return build()
+    key = [tensor._version for tensor in tensors]
+    cached = family.__dict__.get("_frame")
+    if (
+        cached is not None
+        and len(cached[0]) == len(tensors)
+        and all(a is b for a, b in zip(cached[0], tensors))
+        and cached[1] == key
+    ):
+        return cached[2]
+    built = build()
+    family.__dict__["_frame"] = (tensors, key, built)
+    return built
+
+
+@functools.lru_cache(maxsize=64)
+def _factor_placement(spans: tuple, device: torch.device) -> Tensor:
+    """Where each entry of the block-triangular factor comes from in the vector
+    of the blocks' numbers (per block: exp(log_diag), tril, cross; then one zero),
+    for blocks at ``spans`` ``((offset, size), ...)``."""
+    dimension = sum(size for _, size in spans)
+    count = sum(
+        size + (size * size if size > 1 else 0) + size * offset
+        for offset, size in spans
+    )
+    placement = torch.full((dimension, dimension), count, dtype=torch.long)
+    start = 0
+    for offset, size in spans:
+        rows = torch.arange(size).unsqueeze(-1)
+        columns = torch.arange(size).unsqueeze(0)
+        block = placement[offset : offset + size]
+        diagonal = torch.arange(size)
+        block[diagonal, offset + diagonal] = start + diagonal
+        start += size
+        if size > 1:
+            below = rows > columns
+            tril = (start + rows * size + columns).expand(size, size)
+            block[:, offset : offset + size][below] = tril[below]
+            start += size * size
+        if offset:
+            block[:, :offset] = start + rows * offset + torch.arange(offset)
+            start += size * offset
+    return placement.to(device)
 
 
 def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
@@ -285,7 +424,7 @@ def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
     return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-class LowRankMultivariateNormal(JointPosterior):
+class LowRankMultivariateNormal(_LaplaceStarted):
     """Approximate all latent variables together by a Gaussian whose covariance is
     ``factor @ factor.T + diag(scale**2)``, ``factor`` of ``rank`` columns.
 
@@ -293,17 +432,33 @@ class LowRankMultivariateNormal(JointPosterior):
     numbers shared by all variables: each variable owns its rows of ``factor``, its
     ``loc`` and ``log_scale``. It costs ``O(dimension * rank)`` per step where the
     full-rank family costs ``O(dimension**2)``. A variable's log-density term is
-    its block's conditional given the blocks before it, spread evenly over its
-    elements (their sum is exact; see :mod:`borch.posterior.joint`).
+    its block's conditional given the blocks before it (see
+    :mod:`borch.posterior.joint`): up to ``dense_limit`` coordinates in all it is
+    computed through the Cholesky factor of the covariance, each element its own
+    conditional, and beyond through the low-rank identities, spread evenly over
+    the block's elements (their sum is exact either way).
 
-    Initialisation: ``loc`` as for :class:`MultivariateNormal`, ``scale`` at
-    ``init_scale`` and ``factor`` small and random (seeded per block, the user's
-    random stream untouched) so the correlations can grow from the first step: a
-    factor of zeros is a stationary point of the ELBO.
+    Initialisation (``init="laplace"``, the default): the Laplace fit of the
+    first call, as for :class:`MultivariateNormal`, made low rank: ``loc`` at the
+    mode, ``factor`` the covariance's ``rank`` leading principal axes, each
+    scaled by the sd along it, and ``scale`` what the axes leave of every
+    coordinate's variance (at least 1% of its sd), so that the start has the
+    fit's marginal variances and its strongest correlations. ``init="prior"``
+    (and variables that appear after the start): ``loc`` at the prior's centre
+    as for :class:`MultivariateNormal`, ``scale`` at ``init_scale`` and
+    ``factor`` small and random (seeded per block, the user's random stream
+    untouched) so the correlations can grow from the first step: a factor of
+    zeros is a stationary point of the ELBO.
+
+    ``path_derivative=True`` (the default) holds the parameters fixed in the
+    ``log_prob`` of a reparameterised draw, as for :class:`MultivariateNormal`.
 
     Args:
         rank: the number of columns of ``factor``.
         init_scale: the initial scale of every unconstrained coordinate.
+        init: ``"laplace"`` or ``"prior"`` (see above).
+        path_derivative: hold the parameters fixed in ``log_prob`` (see above).
+        laplace_dimension: the largest joint the Laplace start fits.
 
     Example:
         >>> import torch
@@ -317,65 +472,168 @@ class LowRankMultivariateNormal(JointPosterior):
         torch.Size([5])
     """
 
-    def __init__(self, rank: int = 2, init_scale: float = 0.1) -> None:
-        super().__init__(init_scale=init_scale)
+    #: Up to this many coordinates a log-density goes through the Cholesky factor
+    #: of the covariance (fewer, cheaper operations than the low-rank identities).
+    dense_limit = 128
+
+    def __init__(
+        self,
+        rank: int = 2,
+        init_scale: float = 0.1,
+        init: str = "laplace",
+        path_derivative: bool = True,
+        laplace_dimension: int = 1000,
+    ) -> None:
+        super().__init__(init_scale, init, path_derivative, laplace_dimension)
         self._rank = check_count("rank", rank, minimum=1)
 
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
         generator = torch.Generator().manual_seed(position)
         factor = torch.randn(size, self._rank, generator=generator).to(start)
-        return {
+        parameters = {
             "loc": nn.Parameter(start.clone()),
             "factor": nn.Parameter(factor * (0.1 * self._init_scale)),
             "log_scale": nn.Parameter(
                 start.new_full((size,), math.log(self._init_scale))
             ),
         }
+        if self._init == "laplace":
+            # The frame: u = origin + unit * (loc + factor z + scale noise); the
+            # identity until the start.
+            parameters["loc"] = nn.Parameter(torch.zeros_like(start))
+            parameters["origin"] = start.clone()
+            parameters["unit"] = torch.ones_like(start)
+        return parameters
+
+    def start_at(self, slices, fit) -> None:
+        covariance = fit.scale_tril @ fit.scale_tril.T
+        variances, axes = torch.linalg.eigh(covariance)  # ascending
+        leading = variances.flip(0)[: self._rank].clamp(min=0.0)
+        factor = axes.flip(1)[:, : self._rank] * leading.sqrt()
+        if factor.shape[1] < self._rank:  # fewer coordinates than the rank
+            factor = torch.cat(
+                [
+                    factor,
+                    factor.new_zeros(factor.shape[0], self._rank - factor.shape[1]),
+                ],
+                dim=1,
+            )
+        marginal = torch.diagonal(covariance)
+        left = (marginal - factor.square().sum(1)).clamp(min=1e-4 * marginal)
+        unit = marginal.sqrt()  # Adam's steps in units of each coordinate's sd
+        for rv in slices:
+            block = rv.block
+            rows = slice(block.offset, block.offset + block.size)
+            rv.state("origin").copy_(fit.mode[rows])
+            rv.state("unit").copy_(unit[rows])
+            rv.state("loc").zero_()
+            rv.state("factor").copy_(factor[rows] / unit[rows, None])
+            rv.state("log_scale").copy_(0.5 * left[rows].log() - unit[rows].log())
 
     def assemble(self, slices) -> tuple[Tensor, Tensor, Tensor]:
-        loc = torch.cat([rv.arguments["loc"] for rv in slices])
-        factor = torch.cat([rv.arguments["factor"] for rv in slices])
-        scale = torch.cat([rv.arguments["log_scale"] for rv in slices]).exp()
-        return loc, factor, scale
+        loc = torch.cat([rv.state("loc") for rv in slices])
+        factor = torch.cat([rv.state("factor") for rv in slices])
+        log_scale = torch.cat([rv.state("log_scale") for rv in slices])
+        if self._init != "laplace":
+            return loc, factor, log_scale.exp()
+        buffers = [(rv.state("origin"), rv.state("unit")) for rv in slices]
+        origin, unit, log_unit = _rebuilt_on_change(
+            self,
+            [b for pair in buffers for b in pair],
+            lambda: _origin_and_unit(buffers),
+        )
+        return (
+            torch.addcmul(origin, unit, loc),
+            unit.unsqueeze(-1) * factor,
+            (log_scale + log_unit).exp(),
+        )
 
     def draw_block(self, run: JointRun, position: int) -> Tensor:
         loc, factor, scale = run.parts
         block = run.slices[position].block
         rows = slice(block.offset, block.offset + block.size)
+        noise = run.standard_noise(position)
+        return loc[rows] + self._shared(run) @ factor[rows].T + scale[rows] * noise
+
+    def draw_joint(self, run: JointRun) -> Tensor:
+        loc, factor, scale = run.parts
+        noise = _joint_noise(run, loc)
+        return torch.addcmul(_affine(loc, factor, self._shared(run)), scale, noise)
+
+    def _shared(self, run: JointRun) -> Tensor:
+        """The ``rank`` standard Normal numbers all blocks of the run share."""
         shared = run.shared.get("z")
         if shared is None:
+            loc = run.parts[0]
             shared = torch.randn(
                 (*run.leading(), self._rank), dtype=loc.dtype, device=loc.device
             )
             run.shared["z"] = shared
-        noise = run.standard_noise(position)
-        return loc[rows] + shared @ factor[rows].T + scale[rows] * noise
+        return shared
 
     def block_parts(self, run, position):
         block = run.slices[position].block
-        end = block.offset + block.size
-        loc, factor, scale = run.parts
-        return loc[:end], factor[:end], scale[:end], block.offset
+        return (*run.parts, block.offset, block.offset + block.size)
 
     def block_log_density(self, parts, prefix, value):
-        loc, factor, scale, offset = parts
-        joint = _low_rank(loc, factor, scale).log_prob(torch.cat([prefix, value], -1))
+        loc, factor, scale, offset, end = parts
+        loc, factor, scale = _held(
+            self._path_derivative, value, loc[:end], factor[:end], scale[:end]
+        )
+        values = torch.cat([prefix, value], -1)
+        if end <= self.dense_limit:
+            return _triangular_terms(loc, _dense_factor(factor, scale), values)[
+                ..., offset:
+            ]
+        joint = _low_rank(loc, factor, scale).log_prob(values)
         if offset:
             joint = joint - _low_rank(
                 loc[:offset], factor[:offset], scale[:offset]
             ).log_prob(prefix)
         return spread_evenly(joint, value.shape[-1])
 
+    def joint_log_density(self, parts, values, blocks):
+        end = values.shape[-1]
+        loc, factor, scale = _leading(end, *parts[:3])
+        loc, factor, scale = _held(self._path_derivative, values, loc, factor, scale)
+        if end <= self.dense_limit:
+            return _triangular_terms(loc, _dense_factor(factor, scale), values)
+        return self._prefix_terms(loc, factor, scale, values, blocks)
+
+    def _prefix_terms(self, loc, factor, scale, values, blocks):
+        """Each block's conditional as the difference of the log-densities of the
+        prefixes ending with it and before it, all prefixes at once (the
+        capacitance ``I + W' D^-1 W`` and ``W' D^-1 (u - loc)`` of a prefix are
+        sums over its rows), spread evenly over the block."""
+        layout = _BlockLayout.of(blocks, loc)
+        centred = values - loc
+        weighted = factor / scale.square().unsqueeze(-1)  # D^-1 W, (n, rank)
+        # The diagonal part of a block's term is its own; the low-rank correction
+        # of each prefix (through the block) is differenced.
+        diagonal = -0.5 * (centred / scale).square() - scale.log() - _HALF_LOG_TWO_PI
+        capacitance = torch.cumsum(weighted.unsqueeze(-1) * factor.unsqueeze(-2), 0)
+        capacitance = capacitance[layout.last_rows] + layout.identity(self._rank)
+        projected = layout.prefixes @ (centred.unsqueeze(-1) * weighted)
+        cholesky = torch.linalg.cholesky(capacitance)
+        solved = torch.linalg.solve_triangular(
+            cholesky, projected.unsqueeze(-1), upper=False
+        )
+        log_det = torch.diagonal(cholesky, dim1=-2, dim2=-1).log().sum(-1)
+        correction = 0.5 * solved.square().sum((-2, -1)) - log_det  # per prefix
+        totals = diagonal @ layout.members + correction @ layout.differences
+        return (totals / layout.sizes) @ layout.members.T
+
     def block_entropy(self, parts):
-        loc, factor, scale, offset = parts
+        loc, factor, scale, offset, end = parts
+        loc, factor, scale = loc[:end], factor[:end], scale[:end]
         entropy = _low_rank(loc, factor, scale).entropy()
         if offset:
             entropy = (
                 entropy
                 - _low_rank(loc[:offset], factor[:offset], scale[:offset]).entropy()
             )
-        return spread_evenly(entropy, loc.shape[0] - offset)
+        return spread_evenly(entropy, end - offset)
 
     def unconstrained_distribution(self) -> TorchLowRank:
         """The joint over all unconstrained coordinates (blocks in
@@ -383,7 +641,53 @@ class LowRankMultivariateNormal(JointPosterior):
         return _low_rank(*self.assemble(self.blocks_so_far()))
 
     def extra_repr(self) -> str:
-        return f"rank={self._rank}, init_scale={self._init_scale}"
+        return (
+            f"rank={self._rank}, init_scale={self._init_scale}, init={self._init!r}, "
+            f"path_derivative={self._path_derivative}"
+        )
+
+
+class _BlockLayout(NamedTuple):
+    """Constant matrices over the blocks of a joint: ``members`` (n, K) marks each
+    coordinate's block, ``prefixes`` (K, n) the coordinates up to each block's end,
+    ``differences`` (K, K) turns running totals into per-block ones; ``sizes``
+    (K,) and ``last_rows`` (K,) each block's size and last coordinate."""
+
+    members: Tensor
+    prefixes: Tensor
+    differences: Tensor
+    sizes: Tensor
+    last_rows: Tensor
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def build(spans: tuple, dtype: torch.dtype, device: torch.device) -> _BlockLayout:
+        ends = torch.tensor([offset + size for offset, size in spans], device=device)
+        coordinates = torch.arange(int(ends[-1]), device=device)
+        starts = ends - torch.tensor([size for _, size in spans], device=device)
+        members = (coordinates.unsqueeze(-1) >= starts) & (
+            coordinates.unsqueeze(-1) < ends
+        )
+        prefixes = coordinates.unsqueeze(0) < ends.unsqueeze(-1)
+        differences = torch.eye(len(spans), dtype=dtype, device=device)
+        differences = differences - torch.diag(
+            torch.ones(len(spans) - 1, dtype=dtype, device=device), 1
+        )
+        return _BlockLayout(
+            members.to(dtype),
+            prefixes.to(dtype),
+            differences,
+            (ends - starts).to(dtype),
+            ends - 1,
+        )
+
+    @classmethod
+    def of(cls, blocks: list[Block], reference: Tensor) -> _BlockLayout:
+        spans = tuple((block.offset, block.size) for block in blocks)
+        return cls.build(spans, reference.dtype, reference.device)
+
+    def identity(self, rank: int) -> Tensor:
+        return torch.eye(rank, dtype=self.sizes.dtype, device=self.sizes.device)
 
 
 def _low_rank(loc: Tensor, factor: Tensor, scale: Tensor) -> TorchLowRank:

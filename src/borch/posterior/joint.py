@@ -103,6 +103,13 @@ class JointSlice(RandomVariable):
         """Where this variable sits in the joint."""
         return self.__dict__["_block"]
 
+    def state(self, name: str) -> Tensor:
+        """The block's parameter or buffer ``name`` (``get_parameter`` or
+        ``get_buffer``, without their path lookup: a family reads these on every
+        run)."""
+        tensor = self._parameters.get(name)
+        return self._buffers[name] if tensor is None else tensor
+
     def _distribution(self) -> Distribution:
         return self._joint.slice_distribution(self)
 
@@ -140,6 +147,12 @@ class JointRun:
         self.noise: dict[int, Tensor] = {}
         self.values: dict[int, Tensor] = {}
         self.shared: dict[str, Tensor] = {}
+        # What each block handed out, in unconstrained space and on its support:
+        # a log-density at these very values takes the block's columns of the
+        # whole joint's terms, computed once (joint_terms).
+        self.drawn: dict[int, Tensor] = {}
+        self.constrained: dict[int, Tensor] = {}
+        self.terms: tuple | None = None
 
     def extend(self, slices: list[JointSlice]) -> None:
         """Take in blocks created during this run; the draws made so far stay."""
@@ -175,13 +188,24 @@ class JointRun:
         value = self.values.get(position)
         if value is None:
             point = self.family.__dict__.get("_point")
-            if point is None:
-                value = self.family.draw_block(self, position)
-            else:  # every block at a given unconstrained point (see at_point)
+            if point is not None:  # every block at a given point (see at_point)
                 block = self.slices[position].block
                 value = point[block.offset : block.offset + block.size]
+            elif (
+                not self.values and (joint := self.family.draw_joint(self)) is not None
+            ):
+                self._split(joint)
+                return self.values[position]
+            else:
+                value = self.family.draw_block(self, position)
             self.values[position] = value
         return value
+
+    def _split(self, joint: Tensor) -> None:
+        """Hand each block its columns of a joint draw ``(..., dimension)``."""
+        for position, rv in enumerate(self.slices):
+            block = rv.block
+            self.values[position] = joint[..., block.offset : block.offset + block.size]
 
     def prefix(self, position: int) -> Tensor:
         """The unconstrained values of the blocks before ``position``, concatenated."""
@@ -189,6 +213,26 @@ class JointRun:
             reference = self.parts[0]
             return reference.new_zeros((*self.leading(), 0))
         return torch.cat([self.value(j) for j in range(position)], dim=-1)
+
+    def joint_terms(self, parts: tuple, position: int) -> Tensor | None:
+        """The family's elementwise log-density terms (``joint_log_density``) of
+        the blocks drawn so far, from the first, for ``parts``: computed once per
+        run and set of parts; ``None`` if they do not reach block ``position`` or
+        the family has no joint form."""
+        count = 0
+        while count in self.values:
+            count += 1
+        cached = self.terms
+        if cached is not None and cached[0] is parts[0] and cached[1] == count:
+            return cached[2]
+        if count <= position:
+            return None
+        values = torch.cat([self.values[j] for j in range(count)], dim=-1)
+        blocks = [self.slices[j].block for j in range(count)]
+        terms = self.family.joint_log_density(parts, values, blocks)
+        if terms is not None:
+            self.terms = (parts[0], count, terms)
+        return terms
 
 
 class BlockDistribution(Distribution):
@@ -221,8 +265,9 @@ class BlockDistribution(Distribution):
         slice_rv = self._whole_block()
         count = sample_shape[0] if sample_shape else None
         self.run.use_count(count, slice_rv._describe())
-        flat = self.run.value(self.position)
-        return flat.reshape(sample_shape + self.batch_shape)
+        drawn = self.run.value(self.position).reshape(sample_shape + self.batch_shape)
+        self.run.drawn[self.position] = drawn
+        return drawn
 
     def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
@@ -255,6 +300,13 @@ class BlockDistribution(Distribution):
         return value.reshape(size), leading
 
     def log_prob(self, value: Tensor) -> Tensor:
+        if same_draw(value, self.run.drawn.get(self.position)):
+            # The run's own draw: the block's columns of the whole joint's terms.
+            terms = self.run.joint_terms(self.parts, self.position)
+            if terms is not None:
+                block = self.run.slices[self.position].block
+                columns = terms[..., block.offset : block.offset + block.size]
+                return columns.reshape(value.shape)
         flat, leading = self._flat(value)
         prefix = self.run.prefix(self.position)
         if not flat.requires_grad:
@@ -281,7 +333,10 @@ class JointPosterior(Posterior):
     assembles from all blocks once per run (:meth:`assemble`), how a block is drawn
     given the run (:meth:`draw_block`), which assembled tensors a block's density
     needs (:meth:`block_parts`) and that density (:meth:`block_log_density`,
-    :meth:`block_entropy`).
+    :meth:`block_entropy`). It may also draw all blocks at once
+    (:meth:`draw_joint`) and give all blocks' terms at the run's own draw at once
+    (:meth:`joint_log_density`): a training step then costs one joint computation,
+    not one per variable.
 
     Args:
         init_scale: the scale of every unconstrained coordinate at the start.
@@ -420,10 +475,9 @@ class JointPosterior(Posterior):
             run.extend(self.blocks())
             position = run.index[id(slice_rv)]
         base = BlockDistribution(run, position, self.block_parts(run, position))
-        transform = slice_rv.block.transform
-        if is_identity(transform):
+        if is_identity(slice_rv.block.transform):
             return base
-        return TransformedDistribution(base, [transform], validate_args=False)
+        return Pushforward(base, slice_rv.block.transform, run, position)
 
     # ------------------------------------------------- what a family defines
     def block_parameters(
@@ -442,6 +496,11 @@ class JointPosterior(Posterior):
         """The flat unconstrained draw of block ``position`` in ``run``."""
         raise NotImplementedError
 
+    def draw_joint(self, run: JointRun) -> Tensor | None:
+        """The flat unconstrained draw of all of ``run``'s blocks at once
+        ``(..., dimension)``, or ``None`` to draw them one by one (the default)."""
+        return None
+
     def block_parts(self, run: JointRun, position: int) -> tuple:
         """What the density of block ``position`` needs from ``run.parts``: its
         tensors are copied and detached by ``elbo_path_derivative_loss``."""
@@ -451,6 +510,15 @@ class JointPosterior(Posterior):
         """Elementwise ``log q(value | prefix)``, shape of ``value``: flat block
         values ``(count, size)`` or ``(size,)`` and the earlier blocks' values."""
         raise NotImplementedError
+
+    def joint_log_density(
+        self, parts: tuple, values: Tensor, blocks: list[Block]
+    ) -> Tensor | None:
+        """The elementwise terms of the first ``blocks`` at once, ``(..., n)`` for
+        their flat values ``(..., n)``, as :meth:`block_log_density` gives each
+        (``parts`` those of any of them); ``None`` where the family has no such
+        form (the default)."""
+        return None
 
     def block_entropy(self, parts: tuple) -> Tensor:
         """Elementwise entropy of the block given the earlier ones (flat)."""
@@ -464,6 +532,67 @@ class JointPosterior(Posterior):
         state["_run"] = None
         state["_point"] = None
         return state
+
+
+class Pushforward(TransformedDistribution):
+    """A block's conditional pushed onto its variable's support. Its own draw
+    remembers the unconstrained values it came from, so that its log-density
+    there needs no inverse transform and takes the joint's terms (an elementwise
+    transform only; any other goes through torch's computation)."""
+
+    def __init__(self, base: BlockDistribution, transform, run, position) -> None:
+        self.run, self.position = run, position
+        self.elementwise = (
+            transform.domain.event_dim == 0 == (transform.codomain.event_dim)
+        )
+        if self.elementwise:
+            # Its shapes are the base's: torch's initialiser works them out through
+            # the transform (about 10 us of Python per variable and run).
+            self.base_dist = base
+            self.transforms = [transform]
+            Distribution.__init__(self, base.batch_shape, validate_args=False)
+        else:
+            super().__init__(base, [transform], validate_args=False)
+
+    def rsample(self, sample_shape=()) -> Tensor:
+        value = super().rsample(sample_shape)
+        self.run.constrained[self.position] = value
+        return value
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.elementwise and same_draw(
+            value, self.run.constrained.get(self.position)
+        ):
+            unconstrained = self.run.drawn[self.position].reshape(value.shape)
+            (transform,) = self.transforms
+            return self.base_dist.log_prob(
+                unconstrained
+            ) - transform.log_abs_det_jacobian(unconstrained, value)
+        return super().log_prob(value)
+
+
+def same_draw(value: Tensor, drawn: Tensor | None) -> bool:
+    """Whether ``value`` is ``drawn`` or a reshaped view of it (the particle
+    layout reshapes draws), with its gradient."""
+    if drawn is None:
+        return False
+    if value is drawn:
+        return True
+    return (
+        value.requires_grad == drawn.requires_grad
+        and value.numel() == drawn.numel()
+        and value.data_ptr() == drawn.data_ptr()
+        and _root(value) is _root(drawn)
+        and (
+            (value.shape == drawn.shape and value.stride() == drawn.stride())
+            or (value.is_contiguous() and drawn.is_contiguous())
+        )
+    )
+
+
+def _root(tensor: Tensor) -> Tensor:
+    base = tensor._base
+    return tensor if base is None else base
 
 
 def spread_evenly(term: Tensor, size: int) -> Tensor:
