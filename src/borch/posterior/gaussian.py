@@ -491,17 +491,17 @@ class LowRankMultivariateNormal(_LaplaceStarted):
         size = block.size
         generator = torch.Generator().manual_seed(position)
         factor = torch.randn(size, self._rank, generator=generator).to(start)
+        laplace = self._init == "laplace"
         parameters = {
-            "loc": nn.Parameter(start.clone()),
+            "loc": nn.Parameter(torch.zeros_like(start) if laplace else start.clone()),
             "factor": nn.Parameter(factor * (0.1 * self._init_scale)),
             "log_scale": nn.Parameter(
                 start.new_full((size,), math.log(self._init_scale))
             ),
         }
-        if self._init == "laplace":
+        if laplace:
             # The frame: u = origin + unit * (loc + factor z + scale noise); the
             # identity until the start.
-            parameters["loc"] = nn.Parameter(torch.zeros_like(start))
             parameters["origin"] = start.clone()
             parameters["unit"] = torch.ones_like(start)
         return parameters

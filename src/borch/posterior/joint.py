@@ -219,6 +219,8 @@ class JointRun:
         the blocks drawn so far, from the first, for ``parts``: computed once per
         run and set of parts; ``None`` if they do not reach block ``position`` or
         the family has no joint form."""
+        if type(self.family).joint_log_density is JointPosterior.joint_log_density:
+            return None  # the family scores block by block: nothing to gather
         count = 0
         while count in self.values:
             count += 1
