@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -41,13 +40,10 @@ from borch.compiling import check_in_graph, compiling
 from borch.fastpath.shapes import broadcast_shapes
 from borch.handlers import SiteContext, current_context
 from borch.posterior import Automatic, Posterior
-from borch.posterior.laplace_start import start_awaiting
+from borch.posterior.laplace_start import model_call, start_awaiting
 from borch.posterior.local import LocalRows, full_size_prior, plate_axes
 from borch.random_variable import RandomVariable, RVPair
 from borch.validation import check_observed_value, validation_enabled
-
-#: How many borch.Module calls are running (the outermost one sees 0).
-_CALL_DEPTH: ContextVar[int] = ContextVar("borch_call_depth", default=0)
 
 #: Attribute names a borch.Module uses itself.
 RESERVED_NAMES = frozenset({"prior", "posterior", "observed"})
@@ -123,11 +119,9 @@ class Module(nn.Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if compiling():
             return super().__call__(*args, **kwargs)
-        depth = _CALL_DEPTH.get()
-        token = _CALL_DEPTH.set(depth + 1)
-        try:
+        with model_call() as outermost:
             result = super().__call__(*args, **kwargs)
-            if depth == 0:
+            if outermost:
                 # A joint posterior created in this call may start from a fit of
                 # the model (posterior.laplace_start): it re-runs this call.
                 started, rerun = start_awaiting(
@@ -135,8 +129,6 @@ class Module(nn.Module):
                 )
                 if started:
                     result = rerun
-        finally:
-            _CALL_DEPTH.reset(token)
         return result
 
     # ------------------------------------------------------------- assignment

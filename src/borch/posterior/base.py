@@ -88,7 +88,15 @@ class Posterior(nn.Module):
         self._modules[name] = approximation
         pending = self._pending_state.pop(name, None)
         if pending is not None:
-            _load_pending(name, approximation, pending)
+            self.load_pending(name, approximation, pending)
+
+    def load_pending(
+        self, name: str, approximation: RandomVariable, state: dict
+    ) -> None:
+        """Load ``state``, kept from a state dict loaded before ``name`` had an
+        approximating variable, into the one just created (strictly: every key
+        must fit). A family whose variables gain parts later overrides it."""
+        _load_pending(name, approximation, state)
 
     def approximation(self, name: str) -> RandomVariable | None:
         """The approximating variable of ``name``, or ``None`` if there is none yet."""

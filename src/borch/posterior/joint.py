@@ -113,6 +113,14 @@ class JointSlice(RandomVariable):
     def _distribution(self) -> Distribution:
         return self._joint.slice_distribution(self)
 
+    def _refresh_watch(self) -> None:
+        super()._refresh_watch()
+        # Its distribution is its joint's in this run, whatever its own arguments
+        # (a flow's block may have none): never one shared by every variable with
+        # the same arguments, and rebuilt, with its graph, for every draw.
+        self.__dict__["_static_key"] = None
+        self.__dict__["_needs_grad"] = True
+
     def discard_value(self) -> None:
         # The joint draw is shared by all slices: every block is drawn anew.
         self._joint.forget_run()

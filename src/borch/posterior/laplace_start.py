@@ -3,7 +3,8 @@ in unconstrained space and the Gaussian fitted to its curvature there.
 
 A joint family that starts this way asks for it when its first blocks are created
 (:func:`await_start`). When the outermost :class:`borch.Module` call that created
-them returns, :func:`start_awaiting` re-runs that call with every variable at a
+them returns (:func:`model_call` tells which call is outermost),
+:func:`start_awaiting` hands the family that call, which it re-runs with every variable at a
 given unconstrained point (:meth:`~borch.posterior.joint.JointPosterior.at_point`),
 finds the mode by L-BFGS on the negative log joint density and takes its Hessian
 there (:func:`laplace_fit`); the family then starts at that Gaussian.
@@ -11,8 +12,10 @@ there (:func:`laplace_fit`); the family then starts at that Gaussian.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -21,7 +24,17 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from borch.posterior.joint import JointPosterior
 
-__all__ = ["LaplaceFit", "await_start", "laplace_fit", "start_awaiting"]
+__all__ = [
+    "LaplaceFit",
+    "await_start",
+    "in_model_call",
+    "laplace_fit",
+    "model_call",
+    "start_awaiting",
+]
+
+#: How many borch.Module calls are running (the outermost one sees 0).
+_CALL_DEPTH: ContextVar[int] = ContextVar("borch_call_depth", default=0)
 
 #: Joint posteriors whose first blocks were created and that wait for the end of
 #: the model call that created them.
@@ -40,6 +53,29 @@ class LaplaceFit(NamedTuple):
 
     mode: Tensor
     scale_tril: Tensor
+
+
+@contextlib.contextmanager
+def model_call() -> Iterator[bool]:
+    """Mark a :class:`borch.Module` call as running; yields whether it is the
+    outermost one (the one whose end starts the awaiting posteriors)."""
+    depth = _CALL_DEPTH.get()
+    token = _CALL_DEPTH.set(depth + 1)
+    try:
+        yield depth == 0
+    finally:
+        _CALL_DEPTH.reset(token)
+
+
+def in_model_call() -> bool:
+    """Whether a :class:`borch.Module` call is running (a variable created now is
+    created by a model run, whose end :func:`start_awaiting` will see).
+
+    Example:
+        >>> in_model_call()
+        False
+    """
+    return _CALL_DEPTH.get() > 0
 
 
 def await_start(posterior: JointPosterior) -> None:
