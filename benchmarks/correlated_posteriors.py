@@ -154,7 +154,8 @@ PAIRS = {
     "borch MultivariateNormal": "pyro AutoMultivariateNormal",
     "borch LowRankMultivariateNormal": "pyro AutoLowRankMultivariateNormal",
     # Both affine autoregressive flows of two transforms with two hidden layers of
-    # 32; zuko's MAF is fast to evaluate and Pyro's IAF fast to sample.
+    # 32; borch draws zuko's MAF through its one-pass direction, which makes it an
+    # inverse autoregressive flow like Pyro's.
     "borch NormalizingFlow(MAF)": "pyro AutoIAFNormal",
 }
 

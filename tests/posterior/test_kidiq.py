@@ -1,5 +1,6 @@
-"""posteriordb's kidiq fitted with the default ``MultivariateNormal()`` in a plain
-Adam loop, as a user would: one-draw ``vi_loss``, no schedule, the last iterate.
+"""posteriordb's kidiq fitted with the default ``MultivariateNormal()`` (and the
+low-rank family and a flow) in a plain Adam loop, as a user would: one-draw
+``vi_loss``, no schedule, the last iterate.
 
 ``kidscore_momiq`` (intercept-slope correlation -0.989 on the uncentred mom_iq,
 sds 6 and 0.06) against borch's NUTS reference
@@ -16,6 +17,7 @@ import torch
 
 import borch
 from borch import infer, posterior
+from borch.random_variable import particles
 from tests.infer.hmc.posteriordb import kidiq, kidiq_momiq
 
 
@@ -99,3 +101,27 @@ def test_the_prior_start_is_still_there(family):
         assert torch.allclose(joint.cov_diag.detach(), torch.full((3,), 0.01))
     else:
         assert torch.allclose(joint.stddev.detach(), torch.full((3,), 0.1))
+
+
+def test_kidscore_momiq_with_a_flow_from_the_laplace_start():
+    """The flow starts as the Laplace Gaussian and keeps the fit within the bars.
+    Measured at lr 0.01 x 1000: means within 0.04 sd, sds within 5%, the
+    correlation within 0.002; from the prior's centre (``init="prior"``) 2,000
+    steps end 1.6 sd, 74% and 0.10 away. The moments are those of 20,000 draws
+    (Monte Carlo error of the sds about 0.5%)."""
+    zuko = pytest.importorskip("zuko")
+    family = posterior.NormalizingFlow(
+        flow=zuko.flows.MAF, transforms=2, hidden_features=(32, 32)
+    )
+    model, args, reference = kidiq_momiq(posterior=family)
+    fit(model, args, lr=0.01, steps=1000)
+    torch.manual_seed(1)
+    with torch.no_grad(), particles(20_000, 1):
+        borch.sample(model)
+        model(*args)
+        draws = torch.cat(
+            [model.b1.double(), model.b2.double(), model.sigma.double()], dim=-1
+        )
+    correlation = torch.corrcoef(draws.T)[0, 1].item()
+    assert_close(draws.mean(0), draws.std(0), reference["means"], reference["sds"])
+    assert abs(correlation - reference["corr_b1_b2"]) <= 0.02
