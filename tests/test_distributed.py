@@ -295,6 +295,14 @@ def test_seed_outside_a_group():
         distributed.seed(1.5)
 
 
+class JointRegression(borch.Module):
+    def forward(self, x):
+        self.w = dist.Normal(torch.zeros(FEATURES, dtype=torch.float64), 1.0)
+        self.noise = dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64))
+        self.y = dist.Normal(x @ self.w, self.noise)
+        return self.y
+
+
 @pytest.mark.usefixtures("group")
 @pytest.mark.parametrize(
     "family", [posterior.MultivariateNormal, posterior.LowRankMultivariateNormal]
@@ -304,15 +312,8 @@ def test_a_laplace_start_made_before_wrapping_is_what_every_rank_gets(family):
     batch; wrapping afterwards broadcasts rank 0's start (its frame buffers and the
     flag that it was made) to every rank, and no rank starts again."""
 
-    class Regression(borch.Module):
-        def forward(self, x):
-            self.w = dist.Normal(torch.zeros(FEATURES, dtype=torch.float64), 1.0)
-            self.noise = dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64))
-            self.y = dist.Normal(x @ self.w, self.noise)
-            return self.y
-
     x, y = make_data()
-    model = Regression(posterior=family())
+    model = JointRegression(posterior=family())
     model.observe(y=y)
     model(x)
     start = {k: v.clone() for k, v in model.posterior.state_dict().items()}
@@ -327,3 +328,24 @@ def test_a_laplace_start_made_before_wrapping_is_what_every_rank_gets(family):
     assert model.posterior.w.loc.grad is not None
     for key, value in model.posterior.state_dict().items():
         assert torch.equal(value, start[key]), key  # not started again
+
+
+@pytest.mark.usefixtures("group")
+def test_a_flow_made_before_wrapping_is_what_every_rank_gets():
+    """The flow is made when the first call returns, on that rank; wrapping
+    broadcasts rank 0's flow parameters and frame, and training does not make it
+    again."""
+    pytest.importorskip("zuko")
+    x, y = make_data()
+    model = JointRegression(posterior=posterior.NormalizingFlow(transforms=1))
+    model.observe(y=y)
+    model(x)
+    segment = model.posterior.w.segment
+    wrapper = distributed.data_parallel(model)
+    broadcast = set(wrapper.named_module_buffers)
+    assert {"posterior.w.segment.origin", "posterior.w.segment.basis"} <= broadcast
+    borch.sample(wrapper)
+    wrapper(x)
+    borch.infer.vi_loss(**borch.pq_to_infer(model)).backward()
+    assert model.posterior.w.segment is segment
+    assert all(parameter.grad is not None for parameter in model.parameters())
