@@ -56,9 +56,12 @@ class NormalizingFlow(JointPosterior):
     made and the call re-run. A variable assigned outside any model call gets a
     segment of its own at once.
 
-    Initialisation: the output layers of the flow's networks start at zero, so the
-    flow starts as its standard Normal base and the joint as the Gaussian of its
-    frame. With ``init="laplace"`` (the default) that Gaussian is the Laplace
+    Initialisation: the output layers of the flow's networks start at zero. For
+    zuko's autoregressive flows (``MAF``, ``NSF``, the default) and ``BPF`` this
+    makes every transform the identity, so the flow starts as its standard Normal
+    base and the joint as the Gaussian of its frame (coupling, neural and
+    sum-of-squares flows start near it, where zuko's parameterisation puts zeros).
+    With ``init="laplace"`` (the default) that Gaussian is the Laplace
     approximation of the posterior: ``origin`` the mode in unconstrained space and
     ``basis`` the Cholesky factor of the inverse Hessian there, as
     :class:`MultivariateNormal` starts (:mod:`borch.posterior.laplace_start`, with
@@ -540,9 +543,10 @@ def _start_as_identity(flow: nn.Module) -> None:
     """Zero what makes each transform's parameters: the output layer of its
     hyper-network (zuko's ``hyper``), or the parameters themselves where it has
     none (``phi``: an element-wise transform without context, which zuko uses for
-    one feature). Every zuko transform is then the identity, so the flow starts as
-    its standard Normal base whatever its context: a randomly initialised one
-    starts far from the frame's Gaussian and learns slowly from there."""
+    one feature). zuko's affine, spline and Bernstein transforms are then the
+    identity, so such a flow starts as its standard Normal base whatever its
+    context: a randomly initialised one starts far from the frame's Gaussian and
+    learns slowly from there."""
     with torch.no_grad():
         for module in flow.modules():
             phi = getattr(module, "phi", None)
