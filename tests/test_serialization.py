@@ -8,6 +8,7 @@ pass applies them.
 """
 
 import copy
+import importlib.util
 import io
 import pickle
 
@@ -63,6 +64,8 @@ BUILDERS = {
     "MultivariateNormal": lambda: Model(posterior.MultivariateNormal()),
     "LowRankMultivariateNormal": lambda: Model(posterior.LowRankMultivariateNormal(2)),
 }
+if importlib.util.find_spec("zuko") is not None:  # the optional extra borch[flows]
+    BUILDERS["NormalizingFlow"] = lambda: Model(posterior.NormalizingFlow(transforms=1))
 FAMILIES = sorted(BUILDERS)
 
 

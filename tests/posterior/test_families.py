@@ -2,6 +2,8 @@
 prior (finite loss, finite gradients, draws in the prior's support) or refuses at
 assignment with an error naming the variable."""
 
+import importlib.util
+
 import pytest
 import torch
 from torch.distributions import biject_to
@@ -12,12 +14,28 @@ from borch import posterior
 from borch.posterior.approximations import canonical_support
 from tests.distributions.examples import EXAMPLES
 
-FAMILIES = {
+#: The families that approximate each variable on its own.
+MEAN_FIELD = {
     "Automatic": posterior.Automatic,
     "AsPrior": posterior.AsPrior,
     "Normal": posterior.Normal,
     "ScaledNormal": posterior.ScaledNormal,
     "PointMass": posterior.PointMass,
+}
+FAMILIES = {
+    **MEAN_FIELD,
+    "MultivariateNormal": posterior.MultivariateNormal,
+    "LowRankMultivariateNormal": lambda: posterior.LowRankMultivariateNormal(rank=2),
+}
+if importlib.util.find_spec("zuko") is not None:  # the optional extra borch[flows]
+    FAMILIES["NormalizingFlow"] = lambda: posterior.NormalizingFlow(transforms=1)
+#: The families of continuous approximations in unconstrained space.
+UNCONSTRAINED = {
+    "Normal",
+    "ScaledNormal",
+    "MultivariateNormal",
+    "LowRankMultivariateNormal",
+    "NormalizingFlow",
 }
 
 
@@ -33,11 +51,11 @@ def expected_refusal(name, family):
     """Which pairs must refuse: families built on an unconstrained space cannot
     serve discrete priors; densities need a bijection onto the support."""
     support = getattr(dist, name)(**EXAMPLES[name]()).distribution.support
-    if family in ("Normal", "ScaledNormal") and name in ("Delta", "PointMass"):
+    if family in UNCONSTRAINED and name in ("Delta", "PointMass"):
         return "all mass at one value"
-    if family in ("Normal", "ScaledNormal", "PointMass") and support.is_discrete:
+    if (family in UNCONSTRAINED or family == "PointMass") and support.is_discrete:
         return "discrete support"
-    if family in ("Normal", "ScaledNormal") and not _has_bijection(support):
+    if family in UNCONSTRAINED and not _has_bijection(support):
         return "no bijective transform"
     return None
 

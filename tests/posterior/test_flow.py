@@ -314,3 +314,14 @@ def test_the_flow_fits_a_banana_far_better_than_a_full_rank_gaussian():
     margin = flow_elbo - gaussian_elbo
     assert margin > 0.25
     assert margin > 5 * (flow_error**2 + gaussian_error**2) ** 0.5
+
+
+def test_to_float64_moves_the_flow():
+    model = regression()
+    model.double()
+    model.observe(y=Y.double())
+    borch.sample(model)
+    model()
+    assert model.a.dtype == torch.float64
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert infer.vi_loss(**borch.pq_to_infer(model)).dtype == torch.float64
