@@ -1,0 +1,124 @@
+"""Elementwise functions the numba program of a traced potential calls, in numba.
+
+The operations torch has and numba's numpy does not (``sigmoid``, ``softplus``,
+``binary_cross_entropy_with_logits``, ``lgamma``, ``erf``), as loops over scalar
+functions in the numerically stable forms, for the float32 and float64 the traces
+use. Importing this module needs numba; :mod:`borch.infer.hmc.traced.numba_program`
+imports it only when numba is installed. Each is compiled once per dtype on first
+use and cached on disk next to this file (numba's ``cache=True``), so only the first
+process ever to use it pays the compilation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# fastmath stays off everywhere: it lets LLVM reassociate sums and assume no NaN or
+# infinity, and the programs must give the value of the model's own operations to
+# rounding (a non-finite energy is how a sampler sees a divergence).
+
+
+@njit(cache=True)
+def sigmoid_scalar(x):
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1 + z)
+
+
+@njit(cache=True)
+def log1pexp_scalar(x):
+    """``log(1 + exp(x))`` without overflow."""
+    return max(x, 0) + math.log1p(math.exp(-abs(x)))
+
+
+@njit(cache=True)
+def softplus_scalar(x, beta, threshold):
+    # torch's softplus: linear above the threshold
+    if x * beta > threshold:
+        return x
+    return log1pexp_scalar(x * beta) / beta
+
+
+@njit(cache=True)
+def bce_with_logits_scalar(x, target):
+    return (1 - target) * x + log1pexp_scalar(-x)
+
+
+# math's lgamma, erf and erfc take float64 (numba has no float32 forms): the result
+# is float64, cast back to the trace's dtype by the array loops and the program.
+@njit(cache=True)
+def lgamma_scalar(x):
+    return math.lgamma(np.float64(x))
+
+
+@njit(cache=True)
+def erf_scalar(x):
+    return math.erf(np.float64(x))
+
+
+@njit(cache=True)
+def erfc_scalar(x):
+    return math.erfc(np.float64(x))
+
+
+# One loop per function rather than one loop taking the function as an argument:
+# numba cannot cache a function that takes another as an argument (nor any program
+# calling it), and every process would compile it anew.
+@njit(cache=True)
+def sigmoid(x):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = sigmoid_scalar(flat[i])
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def lgamma(x):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = lgamma_scalar(flat[i])
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def erf(x):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = erf_scalar(flat[i])
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def erfc(x):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = erfc_scalar(flat[i])
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def bce_with_logits(x, target):
+    """The elementwise loss of two arrays of one shape (no reduction)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    goal = np.ascontiguousarray(target).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = bce_with_logits_scalar(flat[i], goal[i])
+    return out.reshape(x.shape)
+
+
+@njit(cache=True)
+def softplus(x, beta, threshold):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = softplus_scalar(flat[i], beta, threshold)
+    return out.reshape(x.shape)
