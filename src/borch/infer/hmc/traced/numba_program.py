@@ -252,6 +252,7 @@ for _target, _template in {
     aten.rsqrt.default: "({one} / np.sqrt({0}))",
     aten.abs.default: "np.abs({0})",
     aten.sign.default: "np.sign({0})",
+    aten.sgn.default: "np.sign({0})",  # sign, for real numbers
     aten.sin.default: "np.sin({0})",
     aten.cos.default: "np.cos({0})",
     aten.tanh.default: "np.tanh({0})",
@@ -325,7 +326,7 @@ def _kernel(name: str) -> _Expression:
     return expression
 
 
-for _name in ("sigmoid", "lgamma", "erf", "erfc"):
+for _name in ("sigmoid", "lgamma", "digamma", "erf", "erfc"):
     EXPRESSIONS[getattr(aten, _name).default] = _kernel(_name)
 
 
@@ -495,6 +496,86 @@ def _select(node: Node, w: _Writer) -> str | None:
     return f"{x}[{_index(shape, dim, str(index))}]"
 
 
+@_register(aten.flip.default)
+def _flip(node: Node, w: _Writer) -> str | None:
+    x = w.node(node.args[0])
+    shape = w.shape(node.args[0])
+    if x is None or node.kwargs or not shape:
+        return None
+    parts = [":"] * len(shape)
+    for dim in node.args[1]:
+        parts[dim % len(shape)] = "::-1"
+    return f"{x}[{', '.join(parts)}]"
+
+
+def _embed(node: Node, w: _Writer, grad: str, start: int, stop: int) -> str | None:
+    """``grad`` placed at ``start:stop`` along ``dim`` of zeros of ``input_sizes``
+    (the arguments after the gradient of a ``slice``/``select`` backward)."""
+    sizes, dim = tuple(node.args[1]), node.args[2] % len(node.args[1])
+    dtype = w.dtype(node).name
+    pieces = []
+    for low, high in ((0, start), (None, None), (stop, sizes[dim])):
+        if low is None:
+            pieces.append(grad)
+        elif high > low:
+            shape = (*sizes[:dim], high - low, *sizes[dim + 1 :])
+            pieces.append(f"np.zeros({shape!r}, np.{dtype})")
+    items = "".join(piece + ", " for piece in pieces)
+    return f"np.concatenate(({items}), axis={dim})"
+
+
+@_register(aten.slice_backward.default)
+def _slice_backward(node: Node, w: _Writer) -> str | None:
+    grad = w.node(node.args[0])
+    if grad is None or node.kwargs or len(node.args) != 6 or node.args[5] != 1:
+        return None
+    sizes, dim, start, end = node.args[1:5]
+    start, end, _ = slice(start, end).indices(sizes[dim % len(sizes)])
+    return _embed(node, w, grad, start, end)
+
+
+@_register(aten.select_backward.default)
+def _select_backward(node: Node, w: _Writer) -> str | None:
+    grad = w.node(node.args[0])
+    if grad is None or node.kwargs:
+        return None
+    sizes, dim, index = node.args[1:4]
+    dim %= len(sizes)
+    index %= sizes[dim]
+    shape = (*sizes[:dim], 1, *sizes[dim + 1 :])
+    if w.scalar(node.args[0]):
+        grad = f"np.full({shape!r}, {grad})"
+    else:
+        grad = f"{_contiguous(node.args[0], w)}.reshape({shape!r})"
+    return _embed(node, w, grad, index, index + 1)
+
+
+@_register(aten.threshold_backward.default)
+def _threshold_backward(node: Node, w: _Writer) -> str | None:
+    args = _args(node, w)
+    if args is None or node.kwargs:
+        return None
+    grad, x, threshold = args
+    zero = literal(0, w.dtype(node))
+    if w.scalar(node):
+        return f"({zero} if {x} <= {threshold} else {grad})"
+    return f"np.where({x} <= {threshold}, {zero}, {grad})"
+
+
+@_register(aten.softplus_backward.default)
+def _softplus_backward(node: Node, w: _Writer) -> str | None:
+    args = _args(node, w)
+    if args is None or node.kwargs or len(args) != 4:
+        return None
+    grad, x, beta, threshold = args
+    if w.scalar(node):
+        slope = f"np.{w.dtype(node).name}(sigmoid_scalar({x} * {beta}))"
+        return f"({grad} if {x} * {beta} > {threshold} else {grad} * {slope})"
+    return (
+        f"np.where({x} * {beta} > {threshold}, {grad}, {grad} * sigmoid({x} * {beta}))"
+    )
+
+
 @_register(aten.split_with_sizes.default)
 def _split(node: Node, w: _Writer) -> str | None:
     x = w.node(node.args[0])
@@ -530,10 +611,10 @@ def _to_copy(node: Node, w: _Writer) -> str | None:
     x = w.node(node.args[0])
     if x is None or len(node.args) > 1:
         return None
-    if any(
-        v is not None for k, v in node.kwargs.items() if k not in ("dtype", "layout")
-    ):
-        return None
+    for key, value in node.kwargs.items():
+        on_cpu = key == "device" and torch.device(value).type == "cpu"
+        if value is not None and key not in ("dtype", "layout") and not on_cpu:
+            return None
     dtype = w.dtype(node)
     if dtype == w.dtype(node.args[0]):
         return x
@@ -600,8 +681,9 @@ def numba_source(
     source = (
         "import numpy as np\n\n"
         "from borch.infer.hmc.traced.numba_kernels import (\n"
-        "    bce_with_logits, erf, erf_scalar, erfc, erfc_scalar, lgamma,\n"
-        "    lgamma_scalar, sigmoid, sigmoid_scalar, softplus, softplus_scalar,\n"
+        "    bce_with_logits, digamma, digamma_scalar, erf, erf_scalar, erfc,\n"
+        "    erfc_scalar, lgamma, lgamma_scalar, sigmoid, sigmoid_scalar, softplus,\n"
+        "    softplus_scalar,\n"
         ")\n\n\n"
         f"def program(position{arguments}):\n" + "\n".join(lines) + "\n"
     )
