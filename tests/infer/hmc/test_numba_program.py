@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from borch.infer.hmc.traced import numba_program
 from borch.infer.hmc.traced.tracing import (
@@ -16,7 +15,7 @@ from borch.infer.hmc.traced.tracing import (
     tolerance,
     traced_potential,
 )
-from tests.infer.hmc.test_inlined_replay import COMBINE, ELEMENTWISE, REDUCE
+from tests.infer.hmc.test_inlined_replay import CHAINS, chain
 
 pytest.importorskip("numba")
 
@@ -318,25 +317,11 @@ def test_the_source_is_cached_by_its_hash(tmp_path, monkeypatch):
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(
-    left=st.lists(st.sampled_from(sorted(ELEMENTWISE)), min_size=1, max_size=4),
-    right=st.lists(st.sampled_from(sorted(ELEMENTWISE)), max_size=3),
-    combine=st.sampled_from(sorted(COMBINE)),
-    reduce=st.sampled_from(sorted(REDUCE)),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-    seed=st.integers(0, 2**16),
-)
+@given(**CHAINS)
 def test_generated_chains_agree_with_the_replay_and_torch(
     left, right, combine, reduce, dtype, seed
 ):
-    def function(q):
-        a, b = q, q.flip(0)
-        for name in left:
-            a = ELEMENTWISE[name](a)
-        for name in right:
-            b = ELEMENTWISE[name](b)
-        return REDUCE[reduce](COMBINE[combine](a, b))
-
+    function = chain(left, right, combine, reduce)
     example = torch.linspace(-1.0, 1.0, 8, dtype=dtype)
     compiled, replayed, _ = programs(function, example)
     assert compiled.backend == "numba", compiled.source

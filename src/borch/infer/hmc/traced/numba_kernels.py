@@ -1,12 +1,13 @@
 """Elementwise functions the numba program of a traced potential calls, in numba.
 
 The operations torch has and numba's numpy does not (``sigmoid``, ``softplus``,
-``binary_cross_entropy_with_logits``, ``lgamma``, ``erf``), as loops over scalar
-functions in the numerically stable forms, for the float32 and float64 the traces
-use. Importing this module needs numba; :mod:`borch.infer.hmc.traced.numba_program`
-imports it only when numba is installed. Each is compiled once per dtype on first
-use and cached on disk next to this file (numba's ``cache=True``), so only the first
-process ever to use it pays the compilation.
+``binary_cross_entropy_with_logits``, ``lgamma``, ``digamma``, ``erf``) in their
+numerically stable forms, for scalars and, as loops, for arrays of the float32 and
+float64 the traces use. Importing this module needs numba: only the programs of
+:mod:`borch.infer.hmc.traced.numba_program` import it. Each is compiled once per
+dtype on first use and cached on disk (numba's ``cache=True``: next to this file,
+or in numba's cache directory where that is not writable), so only the first
+process to use it pays the compilation.
 """
 
 from __future__ import annotations

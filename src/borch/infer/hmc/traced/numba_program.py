@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch.fx import Node
 
+from borch.infer.hmc.traced import numpy_ops
+
 aten = torch.ops.aten
 
 
@@ -175,14 +177,7 @@ def _args(node: Node, w: _Writer, count: int | None = None) -> list[str] | None:
 
 
 _OPERATORS = {
-    aten.add.Tensor: "+",
-    aten.add.Scalar: "+",
-    aten.sub.Tensor: "-",
-    aten.sub.Scalar: "-",
-    aten.mul.Tensor: "*",
-    aten.mul.Scalar: "*",
-    aten.div.Tensor: "/",
-    aten.div.Scalar: "/",
+    **{t: op for t, op in numpy_ops.OPERATORS.items() if op != "@"},
     aten.ge.Scalar: ">=",
     aten.ge.Tensor: ">=",
     aten.gt.Scalar: ">",
@@ -728,6 +723,9 @@ def _compile(source: str, name: str) -> Callable:
         module = type(sys)(name)
         exec(compile(source, f"<{name}>", "exec"), module.__dict__)
         cache = False
+    # fastmath off: it would let LLVM reassociate sums and assume no NaN or inf,
+    # and the program must round as the model's operations do (within
+    # tracing.tolerance) and keep a non-finite energy non-finite (a divergence)
     return numba.njit(cache=cache, fastmath=False)(module.program)
 
 
