@@ -3,9 +3,9 @@
 The operations torch has and numba's numpy does not (``sigmoid``, ``softplus``,
 ``binary_cross_entropy_with_logits``, ``lgamma``, ``digamma``, ``erf``) in their
 numerically stable forms, for scalars and, as loops, for arrays of the float32 and
-float64 the traces use. Importing this module needs numba: only the programs of
-:mod:`borch.infer.hmc.traced.numba_program` import it. Each is compiled once per
-dtype on first use and cached on disk (numba's ``cache=True``: next to this file,
+float64 the traces use. Only the programs of
+:mod:`borch.infer.hmc.traced.numba_program` import it (without numba its functions
+are plain Python, unused). Each is compiled once per dtype on first use and cached on disk (numba's ``cache=True``: next to this file,
 or in numba's cache directory where that is not writable), so only the first
 process to use it pays the compilation.
 """
@@ -15,7 +15,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+
+try:
+    from numba import njit
+except ImportError:  # importable without numba (documentation, doctest collection)
+
+    def njit(**options):
+        return lambda function: function
+
 
 # fastmath stays off everywhere: it lets LLVM reassociate sums and assume no NaN or
 # infinity, and the programs must give the value of the model's own operations to

@@ -737,6 +737,10 @@ def numba_program(source: str, constants: list[np.ndarray]) -> Callable:
     bound = tuple(constants)
 
     def program(position: np.ndarray) -> tuple[Any, np.ndarray]:
+        flags = position.flags
+        if not (flags.c_contiguous and flags.writeable):
+            # another array type for numba: it would compile the program again
+            position = position.copy()
         return compiled(position, *bound)
 
     program.source = source
