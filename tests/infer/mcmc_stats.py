@@ -12,10 +12,10 @@ from borch.infer.hmc.result import import_arviz
 def mcse_mean(draws: np.ndarray) -> float:
     """ESS-based Monte Carlo standard error of the mean of ``draws (chains, n)``."""
     arviz = import_arviz()
-    # .item(): ArviZ gives a shape-(1,) array here when numba is installed.
-    return np.asarray(
-        arviz.mcse(np.asarray(draws, dtype=np.float64), method="mean")
-    ).item()
+    # .item(): arviz 0.23 gives an array of shape (1,), which numpy 2.4 refuses
+    # to convert with float()
+    mcse = arviz.mcse(np.asarray(draws, dtype=np.float64), method="mean")
+    return float(np.asarray(mcse).item())
 
 
 def assert_mean_within_mcse(draws: np.ndarray, exact: float, n_mcse: float = 4.0):
@@ -31,4 +31,4 @@ def assert_mean_within_mcse(draws: np.ndarray, exact: float, n_mcse: float = 4.0
 def rhat(draws: np.ndarray) -> float:
     """Rank-normalised split r-hat of ``draws (chains, n)``."""
     arviz = import_arviz()
-    return np.asarray(arviz.rhat(np.asarray(draws, dtype=np.float64))).item()
+    return float(np.asarray(arviz.rhat(np.asarray(draws, dtype=np.float64))).item())

@@ -151,23 +151,9 @@ REDUCE = {
 }
 
 
-@settings(
-    max_examples=25,
-    derandomize=True,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-@given(
-    left=st.lists(st.sampled_from(sorted(ELEMENTWISE)), min_size=1, max_size=4),
-    right=st.lists(st.sampled_from(sorted(ELEMENTWISE)), max_size=3),
-    combine=st.sampled_from(sorted(COMBINE)),
-    reduce=st.sampled_from(sorted(REDUCE)),
-    dtype=st.sampled_from([torch.float32, torch.float64]),
-    seed=st.integers(0, 2**16),
-)
-def test_generated_chains_give_the_called_values(
-    left, right, combine, reduce, dtype, seed
-):
+def chain(left, right, combine, reduce):
+    """The function the operations named by the strategies below make."""
+
     def function(q):
         a, b = q, q.flip(0)
         for name in left:
@@ -176,6 +162,31 @@ def test_generated_chains_give_the_called_values(
             b = ELEMENTWISE[name](b)
         return REDUCE[reduce](COMBINE[combine](a, b))
 
+    return function
+
+
+#: The strategies of the generated chains (the numba program's tests use them too).
+CHAINS = {
+    "left": st.lists(st.sampled_from(sorted(ELEMENTWISE)), min_size=1, max_size=4),
+    "right": st.lists(st.sampled_from(sorted(ELEMENTWISE)), max_size=3),
+    "combine": st.sampled_from(sorted(COMBINE)),
+    "reduce": st.sampled_from(sorted(REDUCE)),
+    "dtype": st.sampled_from([torch.float32, torch.float64]),
+    "seed": st.integers(0, 2**16),
+}
+
+
+@settings(
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(**CHAINS)
+def test_generated_chains_give_the_called_values(
+    left, right, combine, reduce, dtype, seed
+):
+    function = chain(left, right, combine, reduce)
     example = torch.linspace(-1.0, 1.0, 8, dtype=dtype)
     inlined, called = programs(function, example)
     rng = np.random.default_rng(seed)

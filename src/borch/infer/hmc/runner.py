@@ -122,7 +122,10 @@ def mcmc(
             instead either way, and so is every model on a torch version tracing was
             not tested on (with a ``UserWarning``). A chain whose trace differs from
             the model at a warm-up check continues on the model (with a
-            ``RuntimeWarning``).
+            ``RuntimeWarning``). On the CPU, with numba installed (``pip install
+            borch[fast]``), the per-chain trace is compiled to machine code where
+            numba runs every operation of it (else it is replayed in numpy); set
+            the environment variable ``BORCH_NUMBA=0`` to replay it in numpy.
         kernel: ``None`` or ``"nuts"`` (:class:`~borch.infer.hmc.kernels.NUTS`),
             ``"hmc"`` (:class:`~borch.infer.hmc.kernels.HMC`), or a
             :class:`~borch.infer.hmc.kernels.Kernel` instance; it must be picklable

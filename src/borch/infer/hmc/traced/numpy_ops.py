@@ -241,7 +241,8 @@ INLINE_NAMESPACE: dict[str, Any] = {
     "broadcast_to": np.broadcast_to,
 }
 
-_OPERATORS = {
+#: The operations written as a Python operator (here and in the numba program).
+OPERATORS = {
     aten.add.Tensor: "+",
     aten.add.Scalar: "+",
     aten.sub.Tensor: "-",
@@ -280,10 +281,10 @@ def inline(
         'add_reduce(a, axis=(1,), keepdims=True)'
     """
     x = render(args[0]) if args else ""
-    if target in _OPERATORS:
+    if target in OPERATORS:
         if kwargs.get("alpha", 1) != 1 or len(args) != 2:
             return None
-        return f"({x} {_OPERATORS[target]} {render(args[1])})"
+        return f"({x} {OPERATORS[target]} {render(args[1])})"
     if target in (aten.rsub.Scalar, aten.rsub.Tensor):
         if kwargs.get("alpha", 1) != 1 or len(args) != 2:
             return None
@@ -352,4 +353,11 @@ def matches(result: Any, expected: Any) -> bool:
     )
 
 
-__all__ = ["INLINE_NAMESPACE", "NUMPY_OPS", "inline", "matches", "to_torch"]
+__all__ = [
+    "INLINE_NAMESPACE",
+    "NUMPY_OPS",
+    "OPERATORS",
+    "inline",
+    "matches",
+    "to_torch",
+]

@@ -17,6 +17,7 @@ Graphs that change their own intermediate tensors in place (some
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import re
@@ -33,6 +34,7 @@ from torch.fx.node import map_arg
 from torch.utils._pytree import tree_map
 
 from borch.infer.hmc.potential import to_numpy
+from borch.infer.hmc.traced import numba_program
 from borch.infer.hmc.traced.numpy_ops import (
     INLINE_NAMESPACE,
     NUMPY_OPS,
@@ -43,6 +45,7 @@ from borch.infer.hmc.traced.numpy_ops import (
 from borch.validation import validate_args
 
 aten = torch.ops.aten
+logger = logging.getLogger(__name__)
 
 #: The torch versions ``(major, minor)`` tracing was tested on, both ends included;
 #: widen it after the tests pass on another version.
@@ -217,13 +220,17 @@ def compile_graph(
     example: Tensor,
     numpy_input: bool = False,
     inline_numpy: bool = True,
+    numba: bool = False,
 ) -> Callable[[Any], Any]:
     """Simplify a one-input graph of ATen operations and compile it to Python.
 
     With ``numpy_input`` the program takes a numpy vector and returns the energy and
     a numpy gradient (see :func:`_generate`); ``inline_numpy=False`` calls a function
     for every numpy operation instead of writing it out (the same values, slower; for
-    comparison).
+    comparison). With ``numba`` (and ``numpy_input``) the program is compiled by
+    numba where every operation it needs has a numba form
+    (:mod:`~borch.infer.hmc.traced.numba_program`), else it is the numpy replay; the
+    program's ``backend`` attribute says which (``"numba"``, ``"numpy"``).
     """
     nodes = list(graph_module.graph.nodes)
     mutations = [
@@ -257,6 +264,10 @@ def compile_graph(
             source = _identity_source(node, values, constant)
             if source is not None:
                 alias[node] = alias.get(source, source)
+    if numba and numpy_input:
+        program = _numba_or_none(nodes, values, constant, alias, example)
+        if program is not None:
+            return program
     return _generate(
         nodes,
         values,
@@ -265,6 +276,27 @@ def compile_graph(
         numpy_input=numpy_input,
         inline_numpy=inline_numpy,
     )
+
+
+def _numba_or_none(
+    nodes: list[Node], values: dict, constant: dict, alias: dict, example: Tensor
+) -> Callable[[Any], Any] | None:
+    """The numba-compiled program, compiled for ``example``; ``None`` (logged) where
+    an operation has no numba form or numba fails to compile it."""
+    written = numba_program.numba_source(
+        nodes, values, constant, alias, _needed(nodes, constant, alias, set())
+    )
+    if written is None:
+        logger.info("the traced potential has operations numba cannot run")
+        return None
+    program = numba_program.numba_program(*written)
+    try:
+        numba_program.compile_now(program, example.numpy())
+    except Exception as error:
+        logger.info("numba could not compile the traced potential: %s", error)
+        return None
+    program.backend = "numba"
+    return program
 
 
 def _check_mutation(node: Node) -> None:
@@ -501,6 +533,7 @@ def _generate(
     exec(compile(source, "<borch traced potential>", "exec"), namespace)
     program = namespace["program"]
     program.source = source
+    program.backend = "numpy" if numpy_input else "torch"
     return program
 
 
@@ -703,6 +736,7 @@ class TracedPotential:
         dtype: torch.dtype,
     ) -> None:
         self.program = program
+        self.backend = getattr(program, "backend", "torch")
         self.device, self.dtype = device, dtype
         self.numpy_input = device.type == "cpu"
         self.numpy_dtype = torch.empty((), dtype=dtype).numpy().dtype
@@ -726,29 +760,61 @@ def traced_potential(
     points: Iterable[np.ndarray],
     device: torch.device,
     dtype: torch.dtype,
+    numba: bool | None = None,
 ) -> TracedPotential:
     """Trace ``evaluate`` (on tensors) and check the result against the ``eager``
     potential (on numpy vectors) at ``points``.
 
-    Raises :class:`TraceError` when tracing fails or the results differ
-    (:func:`disagreement`), and :class:`UntestedTorchError` on an untested torch
-    version.
+    On the CPU the program is compiled with numba where ``numba`` (by default
+    :func:`~borch.infer.hmc.traced.numba_program.numba_enabled`: numba installed and
+    ``BORCH_NUMBA`` not ``0``) and it can be; if that program differs from ``eager``
+    the numpy replay is checked in its place. Raises :class:`TraceError` when tracing
+    fails or the results differ (:func:`disagreement`), and
+    :class:`UntestedTorchError` on an untested torch version.
     """
     check_torch_version()
     points = [np.ascontiguousarray(point) for point in points]
     example = torch.from_numpy(points[0]).to(device=device, dtype=dtype)
-    program = trace_value_and_grad(evaluate, example, example.device.type == "cpu")
-    potential = TracedPotential(program, example.device, dtype)
+    graph = record_value_and_grad(evaluate, example)
+    numpy_input = example.device.type == "cpu"
+    if numba is None:
+        numba = numba_program.numba_enabled()
+    backends = [True, False] if numba and numpy_input else [False]
+    for use_numba in backends:
+        program = compile_graph(graph, example.detach(), numpy_input, numba=use_numba)
+        potential = TracedPotential(program, example.device, dtype)
+        difference = _difference(potential, eager, points, dtype)
+        if difference is None:
+            return potential
+        if potential.backend == "numba":
+            logger.info(
+                "the numba program differs from the model (%s): using the numpy replay",
+                difference,
+            )
+        else:
+            break
+    raise TraceError(
+        f"the traced potential differs from the model's ({difference}; is "
+        "the model random, or does it branch on tensor values?)"
+    )
+
+
+def _difference(
+    potential: TracedPotential, eager: Callable, points: list, dtype: torch.dtype
+) -> str | None:
+    """How ``potential`` differs from ``eager`` at the first of ``points`` where it
+    does (:func:`disagreement`, and a gradient of another dtype than the trace's)."""
     for point in points:
         expected_energy, expected_grad = eager(point)
         energy, grad = potential(point)
+        if potential.numpy_input and grad.dtype != potential.numpy_dtype:
+            return (
+                f"a gradient of dtype {grad.dtype} instead of {potential.numpy_dtype}"
+            )
         difference = disagreement(energy, grad, expected_energy, expected_grad, dtype)
         if difference is not None:
-            raise TraceError(
-                f"the traced potential differs from the model's ({difference}; is "
-                "the model random, or does it branch on tensor values?)"
-            )
-    return potential
+            return difference
+    return None
 
 
 __all__ = [
