@@ -12,8 +12,8 @@ from borch.infer.hmc.result import import_arviz
 def mcse_mean(draws: np.ndarray) -> float:
     """ESS-based Monte Carlo standard error of the mean of ``draws (chains, n)``."""
     arviz = import_arviz()
-    # .item(): arviz 0.23 gives an array of shape (1,), which numpy 2.4 refuses
-    # to convert with float()
+    # .item(): with numba installed ArviZ gives an array of shape (1,), which
+    # numpy 2.4 refuses to convert with float()
     mcse = arviz.mcse(np.asarray(draws, dtype=np.float64), method="mean")
     return float(np.asarray(mcse).item())
 
