@@ -19,8 +19,12 @@ borch runs ``borch.infer.mcmc`` with each ``--chain-method`` given (default
 ``parallel``, chains in worker processes, one per core: its fastest on a 2-core CPU
 with 4 chains; ``vectorized`` is all chains as one batched computation,
 ``sequential`` one chain after the other) in this process, after an untimed short run
-that pays the imports; its time is that of the ``mcmc`` call (copying and tracing the
-model included). ``--chains``, ``--warmup`` and ``--draws`` change the run for every
+that pays the imports and compiles the traced potential; its time is that of the
+``mcmc`` call (copying and tracing the model included). *borch cold* is the same
+``mcmc`` call as the first in a fresh process with empty caches
+(``BORCH_CACHE_DIR`` and ``NUMBA_CACHE_DIR`` in a new temporary folder), so
+numba's import and compilation are timed in, as JAX's compilation is in NumPyro
+cold. ``--chains``, ``--warmup`` and ``--draws`` change the run for every
 sampler. NumPyro runs in a fresh
 process per workload (``--numpyro-python``, a Python with jax and numpyro;
 ``chain_method="vectorized"``, its fastest here): *cold* is its first run there (JIT
@@ -280,18 +284,51 @@ def run_pyro(
     return runs
 
 
+def run_borch_cold(
+    workload: str, seeds: list[int], warmup=WARMUP, draws=DRAWS, chains=CHAINS
+) -> list[dict]:
+    """Runs in a fresh process with empty caches: the first ``mcmc`` call compiles."""
+    import torch
+
+    torch.set_num_threads(1)
+    method = os.environ["BORCH_BENCHMARK_CHAIN_METHOD"]
+    return [run_borch(workload, seed, warmup, draws, chains, method) for seed in seeds]
+
+
 def in_process(
-    python: str, engine: str, workload: str, seeds: list[int], run: dict
+    python: str,
+    engine: str,
+    workload: str,
+    seeds: list[int],
+    run: dict,
+    env: dict | None = None,
 ) -> list[dict]:
     """Run ``engine`` on ``workload`` in a fresh process of ``python`` (``run``: the
-    warm-up, draws and chains)."""
+    warm-up, draws and chains; ``env``: the environment, this one's by default)."""
     command = [python, __file__, "--engine", engine, "--workload", workload]
     command += ["--seeds", *map(str, seeds)]
     command += [f"--{key}={value}" for key, value in run.items()]
-    found = subprocess.run(command, capture_output=True, text=True, check=False)
+    found = subprocess.run(
+        command, capture_output=True, text=True, check=False, env=env
+    )
     if found.returncode != 0:
         raise RuntimeError(f"{engine} on {workload} failed:\n{found.stderr[-3000:]}")
     return json.loads(found.stdout.strip().splitlines()[-1])
+
+
+def borch_cold(workload: str, seed: int, run: dict, method: str) -> dict:
+    """borch's ``mcmc`` call as the first in a fresh process with empty caches."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(
+            os.environ,
+            BORCH_CACHE_DIR=cache,
+            NUMBA_CACHE_DIR=cache,
+            BORCH_BENCHMARK_CHAIN_METHOD=method,
+        )
+        return in_process(sys.executable, "borch", workload, [seed], run, env)[0]
 
 
 def median(runs: list[dict], key: str) -> float:
@@ -314,7 +351,14 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=CHAINS)
     parser.add_argument("--warmup", type=int, default=WARMUP)
     parser.add_argument("--draws", type=int, default=DRAWS)
-    parser.add_argument("--engine", choices=["numpyro", "pyro"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-cold",
+        action="store_true",
+        help="skip borch's cold run (a fresh process with empty compilation caches)",
+    )
+    parser.add_argument(
+        "--engine", choices=["numpyro", "pyro", "borch"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", nargs="+", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -323,7 +367,9 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     if args.engine is not None:  # a child process: print the runs as JSON
-        run = run_numpyro if args.engine == "numpyro" else run_pyro
+        run = {"numpyro": run_numpyro, "pyro": run_pyro, "borch": run_borch_cold}[
+            args.engine
+        ]
         found = run(args.workload, args.seeds, args.warmup, args.draws, args.chains)
         print(json.dumps(found))
         return None
@@ -334,11 +380,12 @@ def main(argv=None):
     seeds = list(range(1, args.repeats + 1))
     run = {"warmup": args.warmup, "draws": args.draws, "chains": args.chains}
     borchs = [f"borch {method}" for method in args.chain_method]
+    colds = [] if args.no_cold else [f"{name} cold" for name in borchs]
     runs: dict[str, dict[str, list]] = {}
     for workload in args.workloads:
         for method in args.chain_method:  # imports and compilation, untimed
             run_borch(workload, 0, 20, 20, args.chains, method)
-        found: dict[str, list] = {name: [] for name in borchs}
+        found: dict[str, list] = {name: [] for name in borchs + colds}
         found |= {"numpyro cold": [], "numpyro warm": []}
         for seed in seeds:  # alternate the samplers
             for method, name in zip(args.chain_method, borchs):
@@ -346,6 +393,11 @@ def main(argv=None):
                     run_borch(workload, seed, **run, chain_method=method)
                 )
                 print(workload, name, found[name][-1], flush=True)
+                if not args.no_cold:
+                    found[f"{name} cold"].append(
+                        borch_cold(workload, seed, run, method)
+                    )
+                    print(workload, f"{name} cold", found[f"{name} cold"][-1])
             if args.numpyro_python:
                 cold, warm = in_process(
                     args.numpyro_python, "numpyro", workload, [seed, seed + 100], run
@@ -371,18 +423,18 @@ def main(argv=None):
     }
     ratios = {}
     for workload, by_sampler in medians.items():
-        for name in borchs:
+        for name in borchs + colds:
             for other in ("numpyro cold", "numpyro warm", "pyro", *borchs):
                 if other in by_sampler and other != name:
                     ratios[f"{workload}: {name} / {other}"] = (
                         by_sampler[name]["ess_per_second"]
                         / by_sampler[other]["ess_per_second"]
                     )
-    print(f"\n{'workload':10s} {'sampler':14s} {'ESS/s':>8s} {'steps/draw':>11s}")
+    print(f"\n{'workload':10s} {'sampler':19s} {'ESS/s':>8s} {'steps/draw':>11s}")
     for workload, by_sampler in medians.items():
         for name, summary in by_sampler.items():
             print(
-                f"{workload:10s} {name:14s} {summary['ess_per_second']:8.1f} "
+                f"{workload:10s} {name:19s} {summary['ess_per_second']:8.1f} "
                 f"{summary['leapfrog_steps_per_draw']:11.1f}"
             )
     for name, ratio in ratios.items():
