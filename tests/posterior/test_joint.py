@@ -206,13 +206,14 @@ def test_variables_read_before_the_next_is_assigned_and_added_later():
     first_draw = model.a  # drawn before b exists
     model.b = dist.Normal(model.a.sum(), 1.0)
     assert torch.equal(model.a, first_draw)  # the same run: b extends the draw
-    loc_a = model.posterior.a.loc.detach().clone()
-    assert model.posterior.b.cross.shape == (1, 2)
-    assert not model.posterior.b.cross.any()  # starts uncorrelated
+    numbers_a = model.posterior.a.numbers.detach().clone()
+    cross_b = model.posterior.block_view("b")["cross"]
+    assert cross_b.shape == (1, 2)
+    assert not cross_b.any()  # starts uncorrelated
     model.c = dist.Gamma(torch.ones(3), 1.0)  # appears later in training
     assert model.posterior.joint_names() == ["a", "b", "c"]
-    assert model.posterior.c.cross.shape == (3, 3)
-    assert torch.equal(model.posterior.a.loc, loc_a)
+    assert model.posterior.block_view("c")["cross"].shape == (3, 3)
+    assert torch.equal(model.posterior.a.numbers, numbers_a)
     assert model.posterior.dimension() == 6
     assert bool((model.c > 0).all())
 
@@ -242,7 +243,7 @@ def test_a_submodule_sharing_the_posterior_joins_the_joint():
     names = [site.name for site in borch.sites(model) if not site.observed]
     assert sorted(names) == ["inner.scale", "loc"]
     infer.vi_loss(**borch.pq_to_infer(model)).backward()
-    assert shared.scale.cross.grad is not None
+    assert shared.scale.numbers.grad is not None  # its cross entries among them
 
 
 def test_to_float64_moves_the_joint():
@@ -308,7 +309,9 @@ def test_a_bayesian_layer_gets_one_joint_over_its_weight_and_bias():
     assert layer.posterior.joint_names() == ["weight", "bias"]
     assert layer.posterior.dimension() == 8
     infer.vi_loss(**borch.pq_to_infer(layer)).backward()
-    assert layer.posterior.bias.cross.grad.shape == (2, 6)
+    view = layer.posterior.block_view("bias")
+    assert view["cross"].shape == (2, 6)
+    assert layer.posterior.bias.numbers.grad is not None
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -347,3 +350,31 @@ def test_the_joint_terms_of_a_run_agree_with_the_terms_block_by_block(family, co
         torch.autograd.grad(block_by_block, parameters, allow_unused=True),
     ):
         assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_block_view_names_the_entries_of_the_joint_factor():
+    """Each block's one parameter vector, read through ``block_view``, is its rows
+    of ``loc`` and of the factor: exp(log_diag) on the diagonal, ``tril`` below it
+    row by row, ``cross`` under the earlier blocks, zeros above."""
+    family = posterior.MultivariateNormal(init="prior")
+    model = borch.Module(posterior=family)
+    model.a = dist.Normal(torch.zeros(2), 1.0)
+    model.b = dist.Normal(model.a.sum(), 1.0)
+    model.c = dist.Gamma(torch.ones(3), 1.0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name in ("a", "b", "c"):
+            numbers = getattr(model.posterior, name).numbers
+            numbers.copy_(torch.randn(numbers.shape, generator=generator))
+    joint = family.unconstrained_distribution()
+    factor = joint.scale_tril
+    assert torch.equal(factor.triu(1), torch.zeros(6, 6))
+    for name, (offset, size) in {"a": (0, 2), "b": (2, 1), "c": (3, 3)}.items():
+        view = family.block_view(name)
+        rows = slice(offset, offset + size)
+        within = factor[rows, rows]
+        below = torch.tril_indices(size, size, -1)
+        assert torch.equal(joint.loc[rows], view["loc"])
+        assert torch.allclose(torch.diagonal(within), view["log_diag"].exp())
+        assert torch.equal(within[below[0], below[1]], view["tril"])
+        assert torch.equal(factor[rows, :offset], view["cross"])

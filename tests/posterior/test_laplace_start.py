@@ -64,7 +64,7 @@ def test_loaded_state_is_kept():
     trained = regression()
     trained(X)
     with torch.no_grad():
-        trained.posterior.w.loc.add_(0.5)
+        trained.posterior.w.numbers.add_(0.5)
     fresh = regression()
     fresh.load_state_dict(trained.state_dict())
     fresh(X)
@@ -96,10 +96,10 @@ def test_the_start_is_made_once_by_the_outermost_call():
     model(X)  # the inner call alone has no likelihood: the outer call's fit
     assert torch.allclose(joint_moments(model)[0], exact()[0], atol=1e-4)
     with torch.no_grad():
-        shared.w.loc.add_(0.5)
-    before = shared.w.loc.clone()
+        shared.w.numbers.add_(0.5)
+    before = shared.w.numbers.clone()
     model(X)
-    assert torch.equal(shared.w.loc, before)
+    assert torch.equal(shared.w.numbers, before)
 
 
 class WithOtherPosterior(borch.Module):

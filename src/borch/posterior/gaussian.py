@@ -87,7 +87,10 @@ class MultivariateNormal(_LaplaceStarted):
     ``loc``. Constrained variables are pushed through ``biject_to(support)``; the
     log-density includes the log-det-Jacobian. Each variable's log-density term is
     its exact conditional given the variables before it (see
-    :mod:`borch.posterior.joint`).
+    :mod:`borch.posterior.joint`). A variable's parameters are one vector,
+    ``posterior.<name>.numbers`` (its ``loc``, log-diagonal, and entries of ``L``
+    within and under the earlier blocks; :meth:`block_view` names them), so an
+    optimiser updates one tensor per variable.
 
     Initialisation (``init="laplace"``, the default): when the first call of the
     model that created the variables returns, the call is re-run to find the mode
@@ -147,8 +150,8 @@ class MultivariateNormal(_LaplaceStarted):
         >>> model.sigma = dist.HalfCauchy(2.5)
         >>> model.posterior.dimension()
         3
-        >>> sorted(name for name, _ in model.named_parameters())
-        ['posterior.sigma.cross', 'posterior.sigma.loc', 'posterior.sigma.log_diag', 'posterior.w.loc', 'posterior.w.log_diag', 'posterior.w.tril']
+        >>> sorted(name for name, _ in model.named_parameters())  # see block_view
+        ['posterior.sigma.numbers', 'posterior.w.numbers']
         >>> joint = model.posterior.unconstrained_distribution()
         >>> joint.loc.detach()  # w at its prior mean, sigma at log(2.5)
         tensor([0.0000, 0.0000, 0.9163])
@@ -181,16 +184,14 @@ class MultivariateNormal(_LaplaceStarted):
     def block_parameters(self, position: int, block: Block, start: Tensor) -> dict:
         size = block.size
         laplace = self._init == "laplace"
-        parameters = {
-            "loc": nn.Parameter(torch.zeros_like(start) if laplace else start.clone()),
-            "log_diag": nn.Parameter(
-                start.new_full((size,), 0.0 if laplace else math.log(self._init_scale))
-            ),
-        }
-        if size > 1:
-            parameters["tril"] = nn.Parameter(start.new_zeros((size, size)))
-        if block.offset:
-            parameters["cross"] = nn.Parameter(start.new_zeros((size, block.offset)))
+        # One vector per block (see block_view): an optimiser's cost is per
+        # tensor, and four tensors per block made Adam a fifth of a step.
+        numbers = [
+            torch.zeros_like(start) if laplace else start,
+            start.new_full((size,), 0.0 if laplace else math.log(self._init_scale)),
+            start.new_zeros(size * (size - 1) // 2 + size * block.offset),
+        ]
+        parameters = {"numbers": nn.Parameter(torch.cat(numbers))}
         if laplace:
             basis = start.new_zeros((size, block.offset + size))
             basis[:, block.offset :].fill_diagonal_(self._init_scale)
@@ -204,32 +205,54 @@ class MultivariateNormal(_LaplaceStarted):
             rows = slice(block.offset, block.offset + block.size)
             rv.state("origin").copy_(fit.mode[rows])
             rv.state("basis").copy_(fit.scale_tril[rows, : block.offset + block.size])
-            for parameter in rv.parameters():
-                parameter.zero_()  # loc 0, log_diag 0 (L' the identity)
+            rv.state("numbers").zero_()  # loc 0, log_diag 0 (L' the identity)
+
+    def block_view(self, name: str) -> dict[str, Tensor]:
+        """Variable ``name``'s parameters by role, as views of its one parameter
+        vector ``posterior.<name>.numbers``: ``loc`` (its rows of ``loc``),
+        ``log_diag`` (the log of its diagonal of ``L``), ``tril`` (its strictly
+        lower entries within the block, row by row) and ``cross`` (its rows of
+        ``L`` under the earlier blocks, ``(size, offset)``).
+
+        Example:
+            >>> import torch
+            >>> import borch
+            >>> from borch import distributions as dist
+            >>> model = borch.Module(posterior=MultivariateNormal(init="prior"))
+            >>> model.a = dist.Normal(torch.zeros(2), 1.0)
+            >>> model.b = dist.Normal(model.a.sum(), 1.0)
+            >>> {role: tuple(part.shape) for role, part in model.posterior.block_view("b").items()}
+            {'loc': (1,), 'log_diag': (1,), 'tril': (0,), 'cross': (1, 2)}
+        """
+        rv = getattr(self, name)
+        size, offset = rv.block.size, rv.block.offset
+        numbers = rv.state("numbers")
+        loc, log_diag, tril, cross = numbers.split(
+            [size, size, size * (size - 1) // 2, size * offset]
+        )
+        return {
+            "loc": loc,
+            "log_diag": log_diag,
+            "tril": tril,
+            "cross": cross.view(size, offset),
+        }
 
     def assemble(self, slices) -> tuple[Tensor, Tensor]:
-        dimension = sum(rv.block.size for rv in slices)
-        # Every block's numbers of the factor in one vector, then placed by one
-        # gather: fewer operations than building and padding each block's rows,
-        # and each parameter's gradient is a contiguous slice of one gradient
-        # (column slices of a row block would not be, which DDP warns about).
-        numbers = []
-        for rv in slices:
-            block = rv.block
-            numbers.append(rv.state("log_diag").exp())
-            if block.size > 1:
-                numbers.append(rv.state("tril").reshape(-1))
-            if block.offset:
-                numbers.append(rv.state("cross").reshape(-1))
-        loc = torch.cat([rv.state("loc") for rv in slices])
-        placement = _factor_placement(
-            tuple((rv.block.offset, rv.block.size) for rv in slices), loc.device
+        # Every block's vector in one, then loc and the factor placed by gathers:
+        # fewer operations than building and padding each block's rows, and each
+        # parameter's gradient is one contiguous slice of one gradient (column
+        # slices of a row block would not be, which DDP warns about).
+        numbers = [rv.state("numbers") for rv in slices]
+        flat = numbers[0] if len(numbers) == 1 else torch.cat(numbers)
+        loc_index, diagonal_index, placement = _factor_layout(
+            tuple((rv.block.offset, rv.block.size) for rv in slices), flat.device
         )
-        numbers.append(loc.new_zeros(1))  # the upper triangle's
-        scale_tril = torch.take(torch.cat(numbers), placement)
+        loc = torch.take(flat, loc_index)
+        entries = [flat, torch.take(flat, diagonal_index).exp(), flat.new_zeros(1)]
+        scale_tril = torch.take(torch.cat(entries), placement)
         if self._init != "laplace":
             return loc, scale_tril
-        origin, basis = self._laplace_frame(slices, dimension)
+        origin, basis = self._laplace_frame(slices, loc.shape[-1])
         return torch.addmv(origin, basis, loc), basis @ scale_tril
 
     def _laplace_frame(self, slices, dimension: int) -> tuple[Tensor, Tensor]:
@@ -387,33 +410,31 @@ def _rebuilt_on_change(family, tensors: list[Tensor], build) -> tuple:
 
 
 @functools.lru_cache(maxsize=64)
-def _factor_placement(spans: tuple, device: torch.device) -> Tensor:
-    """Where each entry of the block-triangular factor comes from in the vector
-    of the blocks' numbers (per block: exp(log_diag), tril, cross; then one zero),
-    for blocks at ``spans`` ``((offset, size), ...)``."""
+def _factor_layout(spans: tuple, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """For blocks at ``spans`` ``((offset, size), ...)``, each a vector ``(loc,
+    log_diag, tril, cross)`` (see ``MultivariateNormal.block_view``), all
+    concatenated: where ``loc`` and the log-diagonal are in that vector, and where
+    each entry of the block-triangular factor comes from in the vector followed
+    by the exponentiated diagonal and one zero (the upper triangle's)."""
     dimension = sum(size for _, size in spans)
-    count = sum(
-        size + (size * size if size > 1 else 0) + size * offset
-        for offset, size in spans
-    )
-    placement = torch.full((dimension, dimension), count, dtype=torch.long)
+    count = sum(size * (size + 3) // 2 + size * offset for offset, size in spans)
+    placement = torch.full((dimension, dimension), count + dimension, dtype=torch.long)
+    loc, log_diag = [], []
     start = 0
     for offset, size in spans:
-        rows = torch.arange(size).unsqueeze(-1)
-        columns = torch.arange(size).unsqueeze(0)
+        loc.append(torch.arange(start, start + size))
+        log_diag.append(torch.arange(start + size, start + 2 * size))
+        start += 2 * size
         block = placement[offset : offset + size]
         diagonal = torch.arange(size)
-        block[diagonal, offset + diagonal] = start + diagonal
-        start += size
-        if size > 1:
-            below = rows > columns
-            tril = (start + rows * size + columns).expand(size, size)
-            block[:, offset : offset + size][below] = tril[below]
-            start += size * size
+        block[diagonal, offset + diagonal] = count + offset + diagonal
+        rows, columns = torch.tril_indices(size, size, -1)
+        block[rows, offset + columns] = start + torch.arange(rows.numel())
+        start += rows.numel()
         if offset:
-            block[:, :offset] = start + rows * offset + torch.arange(offset)
+            block[:, :offset] = start + torch.arange(size * offset).view(size, offset)
             start += size * offset
-    return placement.to(device)
+    return tuple(t.to(device) for t in (torch.cat(loc), torch.cat(log_diag), placement))
 
 
 def _pad_columns(parts: list[Tensor], dimension: int) -> Tensor:
