@@ -378,3 +378,48 @@ def test_block_view_names_the_entries_of_the_joint_factor():
         assert torch.allclose(torch.diagonal(within), view["log_diag"].exp())
         assert torch.equal(within[below[0], below[1]], view["tril"])
         assert torch.equal(factor[rows, :offset], view["cross"])
+
+
+@pytest.mark.parametrize("run_first", [False, True], ids=["fresh", "already run"])
+def test_a_state_dict_with_separate_parameters_still_loads(run_first):
+    """State dicts saved before one vector per variable (``loc``, ``log_diag``,
+    ``tril`` as a square matrix, ``cross``) load into the same joint."""
+
+    def build():
+        model = borch.Module(posterior=posterior.MultivariateNormal(init="prior"))
+        model.a = dist.Normal(torch.zeros(2), 1.0)
+        model.b = dist.Normal(model.a.sum(), 1.0)
+        return model
+
+    source = build()
+    generator = torch.Generator().manual_seed(0)
+    old = {k: v for k, v in source.state_dict().items() if "numbers" not in k}
+    with torch.no_grad():
+        for name in ("a", "b"):
+            numbers = getattr(source.posterior, name).numbers
+            numbers.copy_(torch.randn(numbers.shape, generator=generator))
+            view = source.posterior.block_view(name)
+            size = view["loc"].shape[0]
+            old[f"posterior.{name}.loc"] = view["loc"].clone()
+            old[f"posterior.{name}.log_diag"] = view["log_diag"].clone()
+            if size > 1:
+                tril = torch.zeros(size, size)
+                below = torch.tril_indices(size, size, -1)
+                tril[below[0], below[1]] = view["tril"]
+                old[f"posterior.{name}.tril"] = tril
+            if view["cross"].numel():
+                old[f"posterior.{name}.cross"] = view["cross"].clone()
+    assert "posterior.b.cross" in old and "posterior.a.tril" in old
+    target = (
+        build()
+        if run_first
+        else borch.Module(posterior=posterior.MultivariateNormal(init="prior"))
+    )
+    target.load_state_dict(old)
+    if not run_first:
+        target.a = dist.Normal(torch.zeros(2), 1.0)
+        target.b = dist.Normal(target.a.sum(), 1.0)
+    expected = source.posterior.unconstrained_distribution()
+    loaded = target.posterior.unconstrained_distribution()
+    assert torch.equal(loaded.loc, expected.loc)
+    assert torch.equal(loaded.scale_tril, expected.scale_tril)

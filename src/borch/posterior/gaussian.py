@@ -308,6 +308,10 @@ class MultivariateNormal(_LaplaceStarted):
         loc, scale_tril = self.assemble(self.blocks_so_far())
         return TorchMultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        _numbers_from_separate_parameters(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def extra_repr(self) -> str:
         return (
             f"init_scale={self._init_scale}, init={self._init!r}, "
@@ -407,6 +411,32 @@ def _rebuilt_on_change(family, tensors: list[Tensor], build) -> tuple:
     built = build()
     family.__dict__["_frame"] = (tensors, key, built)
     return built
+
+
+def _numbers_from_separate_parameters(state_dict: dict, prefix: str) -> None:
+    """Rewrite, in place, a variable's ``loc``, ``log_diag``, ``tril`` and ``cross``
+    (the layout of state dicts saved before one vector per variable) as its
+    ``numbers``, so that those state dicts still load."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name, _, role = key[len(prefix) :].partition(".")
+        stem = f"{prefix}{name}."
+        if role != "log_diag" or stem + "loc" not in state_dict:
+            continue
+        log_diag = state_dict.pop(key)
+        size, empty = log_diag.shape[0], log_diag.new_zeros(0)
+        tril, cross = (
+            state_dict.pop(stem + "tril", None),
+            state_dict.pop(stem + "cross", None),
+        )
+        below = torch.tril_indices(size, size, -1)
+        state_dict[stem + "numbers"] = torch.cat(
+            [
+                state_dict.pop(stem + "loc"),
+                log_diag,
+                empty if tril is None else tril[below[0], below[1]],
+                empty if cross is None else cross.reshape(-1),
+            ]
+        )
 
 
 @functools.lru_cache(maxsize=64)
