@@ -50,6 +50,8 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -318,9 +320,6 @@ def in_process(
 
 def borch_cold(workload: str, seed: int, run: dict, method: str) -> dict:
     """borch's ``mcmc`` call as the first in a fresh process with empty caches."""
-    import sys
-    import tempfile
-
     with tempfile.TemporaryDirectory() as cache:
         env = dict(
             os.environ,

@@ -186,10 +186,11 @@ class MultivariateNormal(_LaplaceStarted):
         laplace = self._init == "laplace"
         # One vector per block (see block_view): an optimiser's cost is per
         # tensor, and four tensors per block made Adam a fifth of a step.
+        _, _, tril, cross = _block_parts(size, block.offset)
         numbers = [
             torch.zeros_like(start) if laplace else start,
             start.new_full((size,), 0.0 if laplace else math.log(self._init_scale)),
-            start.new_zeros(size * (size - 1) // 2 + size * block.offset),
+            start.new_zeros(tril + cross),
         ]
         parameters = {"numbers": nn.Parameter(torch.cat(numbers))}
         if laplace:
@@ -224,11 +225,15 @@ class MultivariateNormal(_LaplaceStarted):
             >>> {role: tuple(part.shape) for role, part in model.posterior.block_view("b").items()}
             {'loc': (1,), 'log_diag': (1,), 'tril': (0,), 'cross': (1, 2)}
         """
-        rv = getattr(self, name)
+        rv = self.approximation(name)
+        if rv is None:
+            raise KeyError(
+                f"block_view: no variable {name!r} in this posterior (it has "
+                f"{self.joint_names()})"
+            )
         size, offset = rv.block.size, rv.block.offset
-        numbers = rv.state("numbers")
-        loc, log_diag, tril, cross = numbers.split(
-            [size, size, size * (size - 1) // 2, size * offset]
+        loc, log_diag, tril, cross = rv.state("numbers").split(
+            _block_parts(size, offset)
         )
         return {
             "loc": loc,
@@ -439,6 +444,13 @@ def _numbers_from_separate_parameters(state_dict: dict, prefix: str) -> None:
         )
 
 
+def _block_parts(size: int, offset: int) -> tuple[int, int, int, int]:
+    """How many numbers of a block's vector are its ``loc``, ``log_diag``,
+    ``tril`` (strictly lower, within the block) and ``cross`` (under the
+    ``offset`` earlier coordinates), in that order."""
+    return size, size, size * (size - 1) // 2, size * offset
+
+
 @functools.lru_cache(maxsize=64)
 def _factor_layout(spans: tuple, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """For blocks at ``spans`` ``((offset, size), ...)``, each a vector ``(loc,
@@ -447,7 +459,7 @@ def _factor_layout(spans: tuple, device: torch.device) -> tuple[Tensor, Tensor, 
     each entry of the block-triangular factor comes from in the vector followed
     by the exponentiated diagonal and one zero (the upper triangle's)."""
     dimension = sum(size for _, size in spans)
-    count = sum(size * (size + 3) // 2 + size * offset for offset, size in spans)
+    count = sum(sum(_block_parts(size, offset)) for offset, size in spans)
     placement = torch.full((dimension, dimension), count + dimension, dtype=torch.long)
     loc, log_diag = [], []
     start = 0
