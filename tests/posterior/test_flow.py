@@ -126,7 +126,7 @@ def test_the_variables_of_a_call_share_one_flow_made_when_it_returns():
     assert name == "a" and segment.size == 3  # a (2) and log s (1)
     assert segment.basis.shape == (3, 3)  # the Laplace fit's factor
     names = {name for name, _ in model.named_parameters()}
-    assert names and all(name.startswith("posterior.a.segment.flow.") for name in names)
+    assert names == {"posterior.a.segment.numbers"}  # the flow's, in one vector
     # The call was re-run through the flow: its draw is in the flow's graph.
     assert model.a.grad_fn is not None
 
@@ -183,6 +183,89 @@ def test_every_zuko_flow_gives_the_joint_elbo(flow):
     loss = infer.vi_loss(**borch.pq_to_infer(model))
     tolerance = 1e-10 if flow in CLOSED_FORM else 1e-5
     assert_same(loss, hand_loss(model), model, tolerance)
+
+
+#: The flows whose modules read their own parameters (the implicit gradient of a
+#: bisection or an ODE solve): they keep them as zuko made them.
+READS_ITS_PARAMETERS = ["NAF", "UNAF", "CNF"]
+
+
+@pytest.mark.parametrize("flow", CLOSED_FORM + BISECTION + ["UNAF", "CNF"])
+def test_a_flow_keeps_its_parameters_in_one_vector_unless_it_reads_them(flow):
+    model = Regression(posterior=posterior.NormalizingFlow(getattr(zuko.flows, flow)))
+    model.observe(y=Y)
+    model()
+    names = {name for name, _ in model.named_parameters()}
+    if flow in READS_ITS_PARAMETERS:
+        assert len(names) > 1 and all(".segment.flow." in name for name in names)
+    else:
+        assert names == {"posterior.a.segment.numbers"}
+
+
+def segment_pair(flow, monkeypatch):
+    """The same zuko flow (random, not the identity start) in a segment, with its
+    parameters in one vector and, for comparison, kept apart."""
+    from borch.posterior import flow as flow_module
+
+    def build():
+        torch.manual_seed(0)
+        made = getattr(zuko.flows, flow)(features=3, context=2)
+        return flow_module._Segment(made, torch.zeros(3), torch.full((3,), 0.5))
+
+    flat = build()
+    with monkeypatch.context() as patch:
+        patch.setattr(flow_module, "_flat_slots", lambda flow: None)
+        separate = build()
+    return flat, separate
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("flow", [f for f in CLOSED_FORM + BISECTION if f != "NAF"])
+def test_one_vector_gives_the_flows_draws_densities_and_gradients(flow, monkeypatch):
+    flat, separate = segment_pair(flow, monkeypatch)
+    assert [name for name, _ in flat.named_parameters()] == ["numbers"]
+    torch.manual_seed(1)
+    values, context = torch.randn(5, 3), torch.randn(5, 2)
+    results = []
+    for segment in (flat, separate):
+        torch.manual_seed(2)
+        drawn, log_q = segment.draw(context, ())
+        total = drawn.sum() + log_q.sum() + segment(values, context).sum()
+        grads = torch.autograd.grad(total, list(segment.parameters()))
+        results.append((drawn, log_q, torch.cat([g.reshape(-1) for g in grads])))
+    (drawn, log_q, grad), (drawn_apart, log_q_apart, grad_apart) = results
+    assert torch.equal(drawn, drawn_apart) and torch.equal(log_q, log_q_apart)
+    assert grad_apart.abs().max() > 0
+    assert torch.allclose(grad, grad_apart, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.usefixtures("float64")
+def test_a_state_dict_with_the_flows_parameters_apart_loads_into_one_vector(
+    monkeypatch,
+):
+    from borch.posterior import flow as flow_module
+
+    with monkeypatch.context() as patch:  # the layout saved before one vector
+        patch.setattr(flow_module, "_flat_slots", lambda flow: None)
+        old = regression()
+    state = old.state_dict()
+    apart = [name for name, _ in old.named_parameters()]
+    assert len(apart) > 1 and all(".segment.flow." in key for key in apart)
+    expected = torch.cat([state[key].reshape(-1) for key in apart])
+    run = regression()
+    fresh = Regression(posterior=posterior.NormalizingFlow(transforms=2))
+    fresh.observe(y=Y)
+    fresh.load_state_dict(state)  # before its first call
+    fresh()
+    run.load_state_dict(state)
+    for module in (old, fresh, run):
+        assert module is old or torch.equal(
+            module.posterior.a.segment.numbers, expected
+        )
+        torch.manual_seed(4)
+        borch.sample(module)
+        module()
+    assert torch.equal(fresh.a, old.a) and torch.equal(run.a, old.a)
 
 
 @pytest.mark.usefixtures("float64")

@@ -73,6 +73,13 @@ class NormalizingFlow(JointPosterior):
     fails) and with ``init="prior"``, ``origin`` is the prior's mean (median where
     the mean is infinite) and ``basis`` is ``init_scale`` times the identity.
 
+    Parameters: a segment's flow keeps its parameters in one vector,
+    ``segment.numbers``, and its modules read views of it (Adam's cost is per
+    tensor, and the flow's networks have a dozen). Flows whose modules hand their
+    own parameters to an implicit gradient (zuko's ``NAF``, ``UNAF`` and ``CNF``)
+    keep them as zuko made them, under ``segment.flow``. State dicts saved with the
+    parameters apart load into the vector.
+
     Drawing direction: zuko's flows are built for density estimation: their
     transform maps values to noise in one pass and an autoregressive one (MAF,
     NSF) needs one pass per coordinate the other way. Variational inference
@@ -405,6 +412,54 @@ class _Segment(nn.Module):
         self.register_buffer("basis", basis.detach().clone())
         self.__dict__["_tensors"] = None
         self.__dict__["_standard"] = _standard_base(flow)
+        self.__dict__["_slots"] = _flat_slots(flow)
+        if self.__dict__["_slots"]:
+            self._flatten()
+
+    def _flatten(self) -> None:
+        """Move the flow's parameters into one vector, ``numbers``: Adam's cost is
+        per tensor, and a flow of two transforms has a dozen (a tenth of a step).
+        The flow's modules hold views of it as plain attributes (:meth:`_bound`)."""
+        slots = self.__dict__["_slots"]
+        owners = [self.flow.get_submodule(path) for path, _, _ in slots]
+        parts = [
+            owner._parameters.pop(name).detach().reshape(-1)
+            for owner, (_, name, _) in zip(owners, slots)
+        ]
+        self.numbers = nn.Parameter(torch.cat(parts))
+        self.__dict__["_owners"] = owners
+        self.__dict__["_sizes"] = [part.numel() for part in parts]
+        self.__dict__["_resting"] = None
+        self._unbind()
+
+    def _give(self, parts) -> None:
+        for owner, (_, name, shape), part in zip(
+            self.__dict__["_owners"], self.__dict__["_slots"], parts
+        ):
+            owner.__dict__[name] = part.view(shape)
+
+    def _bound(self) -> nn.Module:
+        """The flow, its modules given views of ``numbers`` in the graph (made
+        now: under ``functional_call`` or after ``.to()`` ``numbers`` is another
+        tensor); :meth:`_unbind` takes them back."""
+        if self.__dict__["_slots"]:
+            self._give(self.numbers.split(self.__dict__["_sizes"]))
+        return self.flow
+
+    def _unbind(self) -> None:
+        """Give the modules views of ``numbers`` outside any graph: the values
+        stay current (the views share its memory) and a deep copy can copy them,
+        as it cannot a tensor in a graph. Made again only when ``numbers`` is
+        another tensor."""
+        if not self.__dict__["_slots"]:
+            return
+        numbers = self.numbers
+        key = (id(numbers), numbers.data_ptr())
+        resting = self.__dict__["_resting"]
+        if resting is None or resting[0] != key:
+            parts = numbers.detach().split(self.__dict__["_sizes"])
+            resting = self.__dict__["_resting"] = (key, parts)
+        self._give(resting[1])
 
     @property
     def size(self) -> int:
@@ -423,29 +478,47 @@ class _Segment(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self.__dict__["_tensors"] = None
-        return super()._apply(fn, recurse)
+        applied = super()._apply(fn, recurse)
+        self._unbind()  # the modules' views, of the moved vector
+        return applied
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.__dict__["_tensors"] = None  # load_state_dict(assign=True) replaces them
+        slots = self.__dict__["_slots"]
+        separate = [
+            prefix + "flow." + path + ("." if path else "") + name
+            for path, name, _ in slots or ()
+        ]
+        if (
+            slots
+            and prefix + "numbers" not in state_dict
+            and all(k in state_dict for k in separate)
+        ):
+            # Saved before the flow's parameters were one vector.
+            state_dict[prefix + "numbers"] = torch.cat(
+                [state_dict.pop(key).reshape(-1) for key in separate]
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_tensors"] = None
+        state["_resting"] = None
         return state
 
     def _log_det(self) -> Tensor:
         diagonal = self.basis if self.basis.dim() == 1 else self.basis.diagonal()
         return diagonal.log().sum()
 
-    def _distribution(self, context: Tensor | None):
-        return self.flow() if context is None else self.flow(context)
-
-    def _flow_draw(self, context: Tensor | None, leading: tuple):
+    def _flow_draw(self, flow, context: Tensor | None, leading: tuple):
         if not self.__dict__["_standard"]:
-            distribution = self._distribution(context)
+            distribution = flow() if context is None else flow(context)
             return distribution.rsample_and_log_prob(leading if context is None else ())
         # A standard Normal base (zuko's flows have one): its draw and density
         # written out cost a tenth of building and using the base distribution.
         shape = (*(leading if context is None else context.shape[:-1]), self.size)
         noise = torch.randn(shape, dtype=self.origin.dtype, device=self.origin.device)
-        transform = self.flow.transform(context)
+        transform = flow.transform(context)
         value, ladj = transform.inv.call_and_ladj(noise)
         if transform.codomain.event_dim == 0:  # an elementwise transform's
             ladj = ladj.sum(-1)
@@ -454,7 +527,10 @@ class _Segment(nn.Module):
 
     def draw(self, context: Tensor | None, leading: tuple) -> tuple[Tensor, Tensor]:
         """A draw ``(*leading, size)`` and its log-density."""
-        noise, log_density = self._flow_draw(context, leading)
+        try:
+            noise, log_density = self._flow_draw(self._bound(), context, leading)
+        finally:
+            self._unbind()
         if self.basis.dim() == 1:
             value = torch.addcmul(self.origin, self.basis, noise)
         elif noise.dim() == 1:
@@ -472,11 +548,55 @@ class _Segment(nn.Module):
             noise = torch.linalg.solve_triangular(
                 self.basis, centred.unsqueeze(-1), upper=False
             ).squeeze(-1)
-        return self._distribution(context).log_prob(noise) - self._log_det()
+        try:
+            flow = self._bound()
+            distribution = flow() if context is None else flow(context)
+            log_density = distribution.log_prob(noise)
+        finally:
+            self._unbind()
+        return log_density - self._log_det()
 
     def extra_repr(self) -> str:
         frame = "diagonal" if self.basis.dim() == 1 else "triangular"
         return f"size={self.size}, basis={frame}"
+
+
+#: Where the classes live whose modules read their parameters only as attributes,
+#: while they run: such a flow can be given views of one vector. Left out:
+#: ``zuko.flows.neural`` and ``zuko.flows.continuous`` hand ``self.parameters()``
+#: to the implicit gradient of their inverse or ODE solve, which would miss the
+#: views and lose the gradient silently; ``zuko.lazy.Unconditional`` reads
+#: ``self._parameters``.
+_FLATTENABLE = {
+    "zuko.lazy",
+    "zuko.nn",
+    "zuko.flows.autoregressive",
+    "zuko.flows.coupling",
+    "zuko.flows.gaussianization",
+    "zuko.flows.polynomial",
+    "zuko.flows.spline",
+}
+
+
+def _flat_slots(flow: nn.Module) -> tuple | None:
+    """``(module path, name, shape)`` of each of ``flow``'s parameters, when all of
+    its modules are of :data:`_FLATTENABLE` or ``torch.nn``'s classes (else
+    ``None``)."""
+    for module in flow.modules():
+        home = type(module).__module__
+        if home.startswith("torch.nn.modules."):
+            continue
+        if home not in _FLATTENABLE or type(module).__name__ == "Unconditional":
+            return None
+    found = [
+        (path, name, parameter)
+        for path, module in flow.named_modules()
+        for name, parameter in module._parameters.items()
+        if parameter is not None
+    ]
+    if not found or len({id(p) for _, _, p in found}) < len(found):
+        return None  # nothing to move, or a parameter shared by two modules
+    return tuple((path, name, parameter.shape) for path, name, parameter in found)
 
 
 class _Span:
