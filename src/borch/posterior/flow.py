@@ -77,7 +77,9 @@ class NormalizingFlow(JointPosterior):
     ``segment.numbers``, and its modules read views of it (Adam's cost is per
     tensor, and the flow's networks have a dozen). Flows whose modules hand their
     own parameters to an implicit gradient (zuko's ``NAF``, ``UNAF`` and ``CNF``)
-    keep them as zuko made them, under ``segment.flow``. State dicts saved with the
+    keep them as zuko made them, under ``segment.flow``. Outside the segment's own
+    draws and densities those views are detached (``segment.flow`` called
+    directly gives current values but no gradient). State dicts saved with the
     parameters apart load into the vector.
 
     Drawing direction: zuko's flows are built for density estimation: their
@@ -432,18 +434,25 @@ class _Segment(nn.Module):
         self.__dict__["_resting"] = None
         self._unbind()
 
-    def _give(self, parts) -> None:
-        for owner, (_, name, shape), part in zip(
-            self.__dict__["_owners"], self.__dict__["_slots"], parts
+    def _give(self, views) -> None:
+        for owner, (_, name, _), view in zip(
+            self.__dict__["_owners"], self.__dict__["_slots"], views
         ):
-            owner.__dict__[name] = part.view(shape)
+            owner.__dict__[name] = view
+
+    def _views(self, numbers: Tensor) -> list[Tensor]:
+        parts = numbers.split(self.__dict__["_sizes"])
+        return [
+            part.view(shape)
+            for part, (_, _, shape) in zip(parts, self.__dict__["_slots"])
+        ]
 
     def _bound(self) -> nn.Module:
         """The flow, its modules given views of ``numbers`` in the graph (made
         now: under ``functional_call`` or after ``.to()`` ``numbers`` is another
         tensor); :meth:`_unbind` takes them back."""
         if self.__dict__["_slots"]:
-            self._give(self.numbers.split(self.__dict__["_sizes"]))
+            self._give(self._views(self.numbers))
         return self.flow
 
     def _unbind(self) -> None:
@@ -457,8 +466,7 @@ class _Segment(nn.Module):
         key = (id(numbers), numbers.data_ptr())
         resting = self.__dict__["_resting"]
         if resting is None or resting[0] != key:
-            parts = numbers.detach().split(self.__dict__["_sizes"])
-            resting = self.__dict__["_resting"] = (key, parts)
+            resting = self.__dict__["_resting"] = (key, self._views(numbers.detach()))
         self._give(resting[1])
 
     @property
