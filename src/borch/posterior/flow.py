@@ -424,10 +424,10 @@ class _Segment(nn.Module):
         The flow's modules hold views of it as plain attributes (:meth:`_bound`)."""
         slots = self.__dict__["_slots"]
         owners = [self.flow.get_submodule(path) for path, _, _ in slots]
-        parts = [
-            owner._parameters.pop(name).detach().reshape(-1)
-            for owner, (_, name, _) in zip(owners, slots)
-        ]
+        parts = []
+        for owner, (_, name, _) in zip(owners, slots):
+            parts.append(getattr(owner, name).detach().reshape(-1))
+            delattr(owner, name)  # no longer a parameter of the flow's
         self.numbers = nn.Parameter(torch.cat(parts))
         self.__dict__["_owners"] = owners
         self.__dict__["_sizes"] = [part.numel() for part in parts]
@@ -494,7 +494,7 @@ class _Segment(nn.Module):
         self.__dict__["_tensors"] = None  # load_state_dict(assign=True) replaces them
         slots = self.__dict__["_slots"]
         separate = [
-            prefix + "flow." + path + ("." if path else "") + name
+            f"{prefix}flow.{path}{'.' if path else ''}{name}"
             for path, name, _ in slots or ()
         ]
         if (
@@ -596,15 +596,13 @@ def _flat_slots(flow: nn.Module) -> tuple | None:
             continue
         if home not in _FLATTENABLE or type(module).__name__ == "Unconditional":
             return None
-    found = [
-        (path, name, parameter)
-        for path, module in flow.named_modules()
-        for name, parameter in module._parameters.items()
-        if parameter is not None
-    ]
-    if not found or len({id(p) for _, _, p in found}) < len(found):
+    found = list(flow.named_parameters(remove_duplicate=False))
+    if not found or len({id(p) for _, p in found}) < len(found):
         return None  # nothing to move, or a parameter shared by two modules
-    return tuple((path, name, parameter.shape) for path, name, parameter in found)
+    return tuple(
+        (*qualified.rpartition(".")[::2], parameter.shape)
+        for qualified, parameter in found
+    )
 
 
 class _Span:
