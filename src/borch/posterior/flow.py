@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -422,40 +423,43 @@ class _Segment(nn.Module):
         """Move the flow's parameters into one vector, ``numbers``: Adam's cost is
         per tensor, and a flow of two transforms has a dozen (a tenth of a step).
         The flow's modules hold views of it as plain attributes (:meth:`_bound`)."""
-        slots = self.__dict__["_slots"]
-        owners = [self.flow.get_submodule(path) for path, _, _ in slots]
-        parts = []
-        for owner, (_, name, _) in zip(owners, slots):
+        owners, parts = [], []
+        for qualified, _ in self.__dict__["_slots"]:
+            path, _, name = qualified.rpartition(".")
+            owner = self.flow.get_submodule(path)
             parts.append(getattr(owner, name).detach().reshape(-1))
             delattr(owner, name)  # no longer a parameter of the flow's
+            owners.append((owner, name))
         self.numbers = nn.Parameter(torch.cat(parts))
         self.__dict__["_owners"] = owners
         self.__dict__["_sizes"] = [part.numel() for part in parts]
         self.__dict__["_resting"] = None
-        self._unbind()
+        self._rest()
 
-    def _give(self, views) -> None:
-        for owner, (_, name, _), view in zip(
-            self.__dict__["_owners"], self.__dict__["_slots"], views
-        ):
-            owner.__dict__[name] = view
-
-    def _views(self, numbers: Tensor) -> list[Tensor]:
+    def _give(self, numbers: Tensor) -> list[Tensor]:
+        """Give the flow's modules views of ``numbers``; returns them."""
+        views = []
         parts = numbers.split(self.__dict__["_sizes"])
-        return [
-            part.view(shape)
-            for part, (_, _, shape) in zip(parts, self.__dict__["_slots"])
-        ]
+        for (owner, name), (_, shape), part in zip(
+            self.__dict__["_owners"], self.__dict__["_slots"], parts
+        ):
+            views.append(part.view(shape))
+            owner.__dict__[name] = views[-1]
+        return views
 
-    def _bound(self) -> nn.Module:
+    @contextmanager
+    def _bound(self) -> Iterator[nn.Module]:
         """The flow, its modules given views of ``numbers`` in the graph (made
         now: under ``functional_call`` or after ``.to()`` ``numbers`` is another
-        tensor); :meth:`_unbind` takes them back."""
+        tensor), and given detached ones again afterwards."""
         if self.__dict__["_slots"]:
-            self._give(self._views(self.numbers))
-        return self.flow
+            self._give(self.numbers)
+        try:
+            yield self.flow
+        finally:
+            self._rest()
 
-    def _unbind(self) -> None:
+    def _rest(self) -> None:
         """Give the modules views of ``numbers`` outside any graph: the values
         stay current (the views share its memory) and a deep copy can copy them,
         as it cannot a tensor in a graph. Made again only when ``numbers`` is
@@ -466,8 +470,10 @@ class _Segment(nn.Module):
         key = (id(numbers), numbers.data_ptr())
         resting = self.__dict__["_resting"]
         if resting is None or resting[0] != key:
-            resting = self.__dict__["_resting"] = (key, self._views(numbers.detach()))
-        self._give(resting[1])
+            self.__dict__["_resting"] = (key, self._give(numbers.detach()))
+            return
+        for (owner, name), view in zip(self.__dict__["_owners"], resting[1]):
+            owner.__dict__[name] = view
 
     @property
     def size(self) -> int:
@@ -487,16 +493,13 @@ class _Segment(nn.Module):
     def _apply(self, fn, recurse=True):
         self.__dict__["_tensors"] = None
         applied = super()._apply(fn, recurse)
-        self._unbind()  # the modules' views, of the moved vector
+        self._rest()  # the modules' views, of the moved vector
         return applied
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self.__dict__["_tensors"] = None  # load_state_dict(assign=True) replaces them
         slots = self.__dict__["_slots"]
-        separate = [
-            f"{prefix}flow.{path}{'.' if path else ''}{name}"
-            for path, name, _ in slots or ()
-        ]
+        separate = [f"{prefix}flow.{qualified}" for qualified, _ in slots or ()]
         if (
             slots
             and prefix + "numbers" not in state_dict
@@ -535,10 +538,8 @@ class _Segment(nn.Module):
 
     def draw(self, context: Tensor | None, leading: tuple) -> tuple[Tensor, Tensor]:
         """A draw ``(*leading, size)`` and its log-density."""
-        try:
-            noise, log_density = self._flow_draw(self._bound(), context, leading)
-        finally:
-            self._unbind()
+        with self._bound() as flow:
+            noise, log_density = self._flow_draw(flow, context, leading)
         if self.basis.dim() == 1:
             value = torch.addcmul(self.origin, self.basis, noise)
         elif noise.dim() == 1:
@@ -556,12 +557,9 @@ class _Segment(nn.Module):
             noise = torch.linalg.solve_triangular(
                 self.basis, centred.unsqueeze(-1), upper=False
             ).squeeze(-1)
-        try:
-            flow = self._bound()
+        with self._bound() as flow:
             distribution = flow() if context is None else flow(context)
             log_density = distribution.log_prob(noise)
-        finally:
-            self._unbind()
         return log_density - self._log_det()
 
     def extra_repr(self) -> str:
@@ -587,7 +585,7 @@ _FLATTENABLE = {
 
 
 def _flat_slots(flow: nn.Module) -> tuple | None:
-    """``(module path, name, shape)`` of each of ``flow``'s parameters, when all of
+    """``(qualified name, shape)`` of each of ``flow``'s parameters, when all of
     its modules are of :data:`_FLATTENABLE` or ``torch.nn``'s classes (else
     ``None``)."""
     for module in flow.modules():
@@ -599,10 +597,7 @@ def _flat_slots(flow: nn.Module) -> tuple | None:
     found = list(flow.named_parameters(remove_duplicate=False))
     if not found or len({id(p) for _, p in found}) < len(found):
         return None  # nothing to move, or a parameter shared by two modules
-    return tuple(
-        (*qualified.rpartition(".")[::2], parameter.shape)
-        for qualified, parameter in found
-    )
+    return tuple((qualified, parameter.shape) for qualified, parameter in found)
 
 
 class _Span:
