@@ -443,7 +443,8 @@ class _Segment(nn.Module):
         for (owner, name), (_, shape), part in zip(
             self.__dict__["_owners"], self.__dict__["_slots"], parts
         ):
-            views.append(part.view(shape))
+            # A vector (a bias) is its part as split: a view op fewer, each step.
+            views.append(part if len(shape) == 1 else part.view(shape))
             owner.__dict__[name] = views[-1]
         return views
 
@@ -515,16 +516,30 @@ class _Segment(nn.Module):
         state = super().__getstate__()
         state["_tensors"] = None
         state["_resting"] = None
+        state.pop("_log_det_cache", None)
         return state
 
-    def _log_det(self) -> Tensor:
-        diagonal = self.basis if self.basis.dim() == 1 else self.basis.diagonal()
-        return diagonal.log().sum()
+    def _log_det(self) -> float:
+        """``log |det basis|``, which the frame adds to every log-density; remembered
+        (``basis`` is a buffer) until it changes: a load, ``.to()``."""
+        basis = self.basis
+        key = (id(basis), basis._version, basis.data_ptr())
+        cached = self.__dict__.get("_log_det_cache")
+        if cached is None or cached[0] != key:
+            diagonal = basis if basis.dim() == 1 else basis.diagonal()
+            cached = self.__dict__["_log_det_cache"] = (
+                key,
+                float(diagonal.log().sum()),
+            )
+        return cached[1]
 
     def _flow_draw(self, flow, context: Tensor | None, leading: tuple):
         if not self.__dict__["_standard"]:
             distribution = flow() if context is None else flow(context)
-            return distribution.rsample_and_log_prob(leading if context is None else ())
+            noise, log_density = distribution.rsample_and_log_prob(
+                leading if context is None else ()
+            )
+            return noise, log_density - self._log_det()
         # A standard Normal base (zuko's flows have one): its draw and density
         # written out cost a tenth of building and using the base distribution.
         shape = (*(leading if context is None else context.shape[:-1]), self.size)
@@ -533,8 +548,11 @@ class _Segment(nn.Module):
         value, ladj = transform.inv.call_and_ladj(noise)
         if transform.codomain.event_dim == 0:  # an elementwise transform's
             ladj = ladj.sum(-1)
-        base = -0.5 * noise.square().sum(-1) - self.size * _HALF_LOG_TWO_PI
-        return value, base - ladj
+        squares = (
+            torch.dot(noise, noise) if noise.dim() == 1 else noise.square().sum(-1)
+        )
+        constant = self.size * _HALF_LOG_TWO_PI + self._log_det()
+        return value, -constant - ladj.add(squares, alpha=0.5)
 
     def draw(self, context: Tensor | None, leading: tuple) -> tuple[Tensor, Tensor]:
         """A draw ``(*leading, size)`` and its log-density."""
@@ -546,7 +564,7 @@ class _Segment(nn.Module):
             value = torch.addmv(self.origin, self.basis, noise)
         else:
             value = torch.addmm(self.origin, noise, self.basis.T)
-        return value, log_density - self._log_det()
+        return value, log_density
 
     def forward(self, values: Tensor, context: Tensor | None) -> Tensor:
         """The log-density of ``values`` ``(..., size)``."""
