@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.func import functional_call
 
+from borch.compiling import compiling
 from borch.posterior.joint import (
     Block,
     JointPosterior,
@@ -468,9 +469,13 @@ class _Segment(nn.Module):
         if not self.__dict__["_slots"]:
             return
         numbers = self.numbers
-        key = (id(numbers), numbers.data_ptr())
         resting = self.__dict__["_resting"]
-        if resting is None or resting[0] != key:
+        # A compiled step cannot read the vector's storage: it gives back the
+        # views its first call (eager) made.
+        if resting is None or (
+            not compiling() and resting[0] != (id(numbers), numbers.data_ptr())
+        ):
+            key = (id(numbers), numbers.data_ptr())
             self.__dict__["_resting"] = (key, self._give(numbers.detach()))
             return
         for (owner, name), view in zip(self.__dict__["_owners"], resting[1]):
@@ -519,10 +524,14 @@ class _Segment(nn.Module):
         state.pop("_log_det_cache", None)
         return state
 
-    def _log_det(self) -> float:
+    def _log_det(self) -> float | Tensor:
         """``log |det basis|``, which the frame adds to every log-density; remembered
-        (``basis`` is a buffer) until it changes: a load, ``.to()``."""
+        (``basis`` is a buffer) until it changes: a load, ``.to()`` (computed in the
+        graph of a compiled step, which cannot read a tensor's storage)."""
         basis = self.basis
+        if compiling():
+            diagonal = basis if basis.dim() == 1 else basis.diagonal()
+            return diagonal.log().sum()
         key = (id(basis), basis._version, basis.data_ptr())
         cached = self.__dict__.get("_log_det_cache")
         if cached is None or cached[0] != key:
@@ -544,10 +553,19 @@ class _Segment(nn.Module):
         # written out cost a tenth of building and using the base distribution.
         shape = (*(leading if context is None else context.shape[:-1]), self.size)
         noise = torch.randn(shape, dtype=self.origin.dtype, device=self.origin.device)
-        transform = flow.transform(context)
-        value, ladj = transform.inv.call_and_ladj(noise)
-        if transform.codomain.event_dim == 0:  # an elementwise transform's
-            ladj = ladj.sum(-1)
+        pieces = _one_pass_pieces(flow)
+        if pieces is None:
+            transform = flow.transform(context)
+            value, ladj = transform.inv.call_and_ladj(noise)
+            if transform.codomain.event_dim == 0:  # an elementwise transform's
+                ladj = ladj.sum(-1)
+        else:
+            value, ladj = noise, None
+            for piece in pieces:
+                value, term = piece(context).call_and_ladj(value)
+                if term.dim() == noise.dim():  # an elementwise transform's
+                    term = term.sum(-1)
+                ladj = term if ladj is None else ladj + term
         squares = (
             torch.dot(noise, noise) if noise.dim() == 1 else noise.square().sum(-1)
         )
@@ -651,6 +669,22 @@ def _standard_base(flow: nn.Module) -> bool:
     )
 
 
+def _one_pass_pieces(flow: nn.Module) -> Iterable[nn.Module] | None:
+    """The lazy transforms a draw of ``flow`` goes through, in order, when its
+    transform is the inverse of a composition (as ``invert=True`` builds it);
+    else ``None``. Applied one by one they give the composition's value and
+    log-det-Jacobian without building it (a compiled step cannot trace zuko's
+    composition of transforms whose modules were given their parameters)."""
+    lazy = _zuko().lazy
+    transform = flow.transform
+    if not isinstance(transform, lazy.LazyInverse):
+        return None
+    inner = transform.transform
+    if isinstance(inner, lazy.LazyComposedTransform):
+        return inner.transforms
+    return (inner,)
+
+
 def _segment(rv: JointSlice) -> _Segment | None:
     return rv._modules.get("segment")
 
@@ -703,9 +737,15 @@ def _start_as_identity(flow: nn.Module) -> None:
 
 
 def _zuko():
+    if _ZUKO:  # imported once (a compiled step cannot trace an import)
+        return _ZUKO[0]
     try:
-        return importlib.import_module("zuko")
+        _ZUKO.append(importlib.import_module("zuko"))
     except ImportError:
         raise ImportError(
             "posterior.NormalizingFlow needs zuko: pip install 'borch[flows]'"
         ) from None
+    return _ZUKO[0]
+
+
+_ZUKO: list = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -451,7 +452,26 @@ def _block_parts(size: int, offset: int) -> tuple[int, int, int, int]:
     return size, size, size * (size - 1) // 2, size * offset
 
 
-@functools.lru_cache(maxsize=64)
+def _remembered(build: Callable) -> Callable:
+    """``build``, its results remembered by argument (the last 64): a layout is
+    made once per set of blocks. Unlike ``functools.lru_cache``, the table is a
+    plain dictionary that a compiled step reads, taking the tensors made by the
+    eager first call as constants instead of tracing ``build``."""
+    table: dict = {}
+
+    @functools.wraps(build)
+    def remembered(*key):
+        found = table.get(key)
+        if found is None:
+            if len(table) >= 64:
+                table.pop(next(iter(table)))
+            found = table[key] = build(*key)
+        return found
+
+    return remembered
+
+
+@_remembered
 def _factor_layout(spans: tuple, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """For blocks at ``spans`` ``((offset, size), ...)``, each a vector ``(loc,
     log_diag, tril, cross)`` (see ``MultivariateNormal.block_view``), all
@@ -723,7 +743,7 @@ class _BlockLayout(NamedTuple):
     last_rows: Tensor
 
     @staticmethod
-    @functools.lru_cache(maxsize=64)
+    @_remembered
     def build(spans: tuple, dtype: torch.dtype, device: torch.device) -> _BlockLayout:
         ends = torch.tensor([offset + size for offset, size in spans], device=device)
         coordinates = torch.arange(int(ends[-1]), device=device)

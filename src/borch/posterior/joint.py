@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, TransformedDistribution, constraints
 from torch.distributions import transforms as torch_transforms
 
+from borch.compiling import compiling, note_step_state
 from borch.posterior.approximations import (
     float_dtype,
     is_identity,
@@ -449,7 +450,9 @@ class JointPosterior(Posterior):
     # --------------------------------------------------------------- runs
     def forget_run(self) -> None:
         """Start a new joint draw: every variable is drawn anew when next read."""
-        if self.__dict__["_run"] is None:
+        # (a compiled step does not branch on the run: the first, eager, call
+        # leaves one, the compiled ones none, and a guard on it would recompile)
+        if not compiling() and self.__dict__["_run"] is None:
             return
         self.__dict__["_run"] = None
         for rv in self._modules.values():
@@ -474,7 +477,13 @@ class JointPosterior(Posterior):
         if run is None:
             run = JointRun(self, self.blocks())
             self.__dict__["_run"] = run
+            note_step_state(self)
         return run
+
+    def release_step_state(self) -> None:
+        """End of a compiled step (:func:`borch.compile_step`): the run's draws,
+        tensors of its graph, do not outlive it; an eager use draws anew."""
+        self.forget_run()
 
     def slice_distribution(self, slice_rv: JointSlice) -> Distribution:
         """The distribution of ``slice_rv``: its block's conditional in this run,
@@ -573,7 +582,9 @@ class Pushforward(TransformedDistribution):
         if self.elementwise and same_draw(
             value, self.run.constrained.get(self.position)
         ):
-            unconstrained = self.run.drawn[self.position].reshape(value.shape)
+            unconstrained = self.run.drawn[self.position]
+            if unconstrained.shape != value.shape:
+                unconstrained = unconstrained.reshape(value.shape)
             (transform,) = self.transforms
             return self.base_dist.log_prob(
                 unconstrained
@@ -588,6 +599,8 @@ def same_draw(value: Tensor, drawn: Tensor | None) -> bool:
         return False
     if value is drawn:
         return True
+    if compiling():  # storage comparisons are not traceable; a view scores anew
+        return False
     return (
         value.requires_grad == drawn.requires_grad
         and value.numel() == drawn.numel()
