@@ -185,6 +185,29 @@ def test_every_zuko_flow_gives_the_joint_elbo(flow):
     assert_same(loss, hand_loss(model), model, tolerance)
 
 
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("flow", CLOSED_FORM + BISECTION)
+def test_the_density_of_a_value_is_zukos_and_that_of_a_draw_its_own(flow):
+    torch.manual_seed(0)
+    model = Regression(posterior=posterior.NormalizingFlow(getattr(zuko.flows, flow)))
+    model.observe(y=Y)
+    model()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    segment = model.posterior.a.segment
+    values = segment.origin + torch.randn(5, segment.size)
+    noise = torch.linalg.solve_triangular(
+        segment.basis, (values - segment.origin).unsqueeze(-1), upper=False
+    ).squeeze(-1)
+    log_det = segment.basis.diagonal().log().sum()
+    expected = segment.flow().log_prob(noise) - log_det  # zuko's own, not in a graph
+    assert torch.allclose(segment(values, None), expected, rtol=0, atol=1e-10)
+    drawn, log_q = segment.draw(None, (5,))
+    tolerance = 1e-10 if flow in CLOSED_FORM else 1e-5  # bisection, both ways
+    assert torch.allclose(segment(drawn, None), log_q, rtol=0, atol=tolerance)
+
+
 #: The flows whose modules read their own parameters (the implicit gradient of a
 #: bisection or an ODE solve): they keep them as zuko made them.
 READS_ITS_PARAMETERS = ["NAF", "UNAF", "CNF"]

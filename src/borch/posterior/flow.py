@@ -594,9 +594,21 @@ class _Segment(nn.Module):
                 self.basis, centred.unsqueeze(-1), upper=False
             ).squeeze(-1)
         with self._bound() as flow:
-            distribution = flow() if context is None else flow(context)
-            log_density = distribution.log_prob(noise)
-        return log_density - self._log_det()
+            pieces = _one_pass_pieces(flow)
+            if pieces is None or not self.__dict__["_standard"]:
+                distribution = flow() if context is None else flow(context)
+                return distribution.log_prob(noise) - self._log_det()
+            # The draw's pieces undone, the last first: the noise each value came
+            # from, and the log-det-Jacobian of that inverse.
+            ladj = None
+            for piece in reversed(pieces):
+                noise, term = piece(context).inv.call_and_ladj(noise)
+                if term.dim() == values.dim():  # an elementwise transform's
+                    term = term.sum(-1)
+                ladj = term if ladj is None else ladj + term
+        squares = noise.square().sum(-1)
+        constant = self.size * _HALF_LOG_TWO_PI + self._log_det()
+        return ladj.sub(squares, alpha=0.5) - constant
 
     def extra_repr(self) -> str:
         frame = "diagonal" if self.basis.dim() == 1 else "triangular"
@@ -672,9 +684,10 @@ def _standard_base(flow: nn.Module) -> bool:
 def _one_pass_pieces(flow: nn.Module) -> Iterable[nn.Module] | None:
     """The lazy transforms a draw of ``flow`` goes through, in order, when its
     transform is the inverse of a composition (as ``invert=True`` builds it);
-    else ``None``. Applied one by one they give the composition's value and
-    log-det-Jacobian without building it (a compiled step cannot trace zuko's
-    composition of transforms whose modules were given their parameters)."""
+    else ``None``. Applied one by one (undone last first, for a density) they
+    give the composition's value and log-det-Jacobian without building it (a
+    compiled step cannot trace zuko's composition of transforms whose modules
+    were given their parameters)."""
     lazy = _zuko().lazy
     transform = flow.transform
     if not isinstance(transform, lazy.LazyInverse):
