@@ -178,6 +178,12 @@ def compile_step(
     distribution, so that only what ``fn`` returns leaves the graph with
     gradients (an eager use after the step draws anew in any case).
 
+    Each step compiled for another model or optimiser adds an entry to dynamo's
+    caches of the same functions (this step's, the optimiser's ``step``): past
+    ``torch._dynamo.config.recompile_limit`` (8 by default) torch warns and runs
+    the later ones eagerly. Raise the limit in a process that compiles steps for
+    many models.
+
     Example:
         >>> import torch
         >>> import borch
