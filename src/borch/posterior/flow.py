@@ -693,9 +693,9 @@ def _one_pass_pieces(flow: nn.Module) -> Iterable[nn.Module] | None:
     if not isinstance(transform, lazy.LazyInverse):
         return None
     inner = transform.transform
-    if isinstance(inner, lazy.LazyComposedTransform):
-        return inner.transforms
-    return (inner,)
+    if not isinstance(inner, lazy.LazyComposedTransform):
+        return (inner,)
+    return inner.transforms if len(inner.transforms) else None
 
 
 def _segment(rv: JointSlice) -> _Segment | None:
