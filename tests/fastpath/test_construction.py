@@ -1,7 +1,11 @@
 """Distributions built by the shortcut behave as torch's own."""
 
+import re
+
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from torch.distributions import Categorical, LogNormal, Normal
 
 from borch.fastpath import construction
@@ -13,14 +17,24 @@ def test_the_shortcuts_are_used_with_this_torch():
     assert construction._CATEGORICAL_LAYOUT_KNOWN
 
 
+def _scale(kind: str, shape: tuple, generator: torch.Generator):
+    if kind == "number":
+        return 0.7
+    if kind == "one element":
+        return (torch.rand((), generator=generator) + 0.5).requires_grad_()
+    return torch.rand(shape, generator=generator) + 0.5
+
+
 @pytest.mark.parametrize("family", [Normal, LogNormal])
 @pytest.mark.parametrize("shape", [(), (3,), (2, 3)])
-def test_shortcut_matches_torch(family, shape):
+@pytest.mark.parametrize("validate", [False, True])
+@pytest.mark.parametrize("scale_kind", ["same shape", "one element", "number"])
+def test_shortcut_matches_torch(family, shape, validate, scale_kind):
     generator = torch.Generator().manual_seed(0)
     loc = torch.randn(shape, generator=generator).requires_grad_()
-    scale = torch.rand(shape, generator=generator) + 0.5
-    ours = construct(family, {"loc": loc, "scale": scale}, validate=False)
-    theirs = family(loc, scale, validate_args=False)
+    scale = _scale(scale_kind, shape, generator)
+    ours = construct(family, {"loc": loc, "scale": scale}, validate=validate)
+    theirs = family(loc, scale, validate_args=validate)
     assert type(ours) is family
     assert vars(ours).keys() == vars(theirs).keys()
     assert (ours.batch_shape, ours.event_shape) == (
@@ -36,6 +50,55 @@ def test_shortcut_matches_torch(family, shape):
     torch.manual_seed(1)
     assert torch.equal(drawn, theirs.rsample((2,)))
     assert drawn.requires_grad
+
+
+ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, width=32)
+
+
+@st.composite
+def normal_arguments(draw) -> tuple:
+    """A loc of up to 3 numbers (NaN and infinities included) and a scale: a
+    number, a one-element tensor or a tensor of loc's shape."""
+    loc = draw(st.lists(ANY_FLOAT, max_size=3))
+    kind = draw(st.sampled_from(["number", "one element", "same shape"]))
+    if kind == "number":
+        scale = draw(ANY_FLOAT)
+    elif kind == "one element":
+        scale = torch.tensor(draw(ANY_FLOAT))
+    else:
+        scale = torch.tensor(
+            draw(st.lists(ANY_FLOAT, min_size=len(loc), max_size=len(loc)))
+        )
+    return torch.tensor(loc), scale
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@settings(max_examples=200, deadline=None)
+@given(arguments=normal_arguments())
+@example(arguments=(torch.tensor([NAN, 0.0]), torch.tensor(1.0)))
+@example(arguments=(torch.tensor([NAN]), torch.tensor([2.0])))
+@example(arguments=(torch.tensor([0.0, NAN]), 1.0))
+@example(arguments=(torch.tensor([0.0]), torch.tensor(NAN)))
+@example(arguments=(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])))
+@example(arguments=(torch.tensor([0.0]), -1.0))
+@example(arguments=(torch.tensor([-INF, INF]), torch.tensor(INF)))
+def test_a_checked_normal_fails_where_and_as_torchs_does(arguments):
+    loc, scale = arguments
+    failure = None
+    try:
+        theirs = Normal(loc, scale, validate_args=True)
+    except ValueError as error:
+        failure = error
+    if failure is not None:
+        with pytest.raises(ValueError, match=re.escape(str(failure))):
+            construct(Normal, {"loc": loc, "scale": scale}, True)
+        return
+    ours = construct(Normal, {"loc": loc, "scale": scale}, True)
+    assert ours.batch_shape == theirs.batch_shape
+    assert torch.equal(ours.loc, theirs.loc)
+    assert torch.equal(ours.scale, theirs.scale)
 
 
 def test_arguments_that_need_broadcasting_or_validation_go_to_torch():

@@ -4,8 +4,11 @@ torch's ``Normal`` broadcasts its arguments on construction (Python checks and o
 operation, with a view per argument in the backward pass). borch rebuilds a
 posterior's ``Normal`` on every draw, from a location and a scale that usually have
 the same shape already; then the broadcast has nothing to do and is skipped. A
-``Categorical`` likelihood is rebuilt from new logits on every step; it is
-normalised with one fused kernel instead of torch's several.
+prior or likelihood ``Normal`` of new tensors (``Normal(x @ w, sigma)``) is checked
+on every step: here in one reduction and one synchronisation, where torch's
+initialiser makes one of each per argument. A ``Categorical`` likelihood is rebuilt
+from new logits on every step; it is normalised with one fused kernel instead of
+torch's several.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ __all__ = ["construct", "log_scale_of", "remember_log_scale"]
 
 
 def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
-    """``cls(**kwargs, validate_args=validate)``, without a no-op broadcast or a
-    multi-kernel normalisation.
+    """``cls(**kwargs, validate_args=validate)``, without a no-op broadcast, a
+    check per argument or a multi-kernel normalisation.
 
     Example:
         >>> import torch
@@ -37,9 +40,14 @@ def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
         LogNormal()
         >>> construct(Categorical, {"logits": torch.zeros(2)}, True).probs
         tensor([0.5000, 0.5000])
+        >>> construct(Normal, {"loc": torch.zeros(2), "scale": 2.0}, True).scale
+        tensor([2., 2.])
     """
-    if (cls is Normal or cls is LogNormal) and not validate and len(kwargs) == 2:
-        normal = _aligned_normal(kwargs.get("loc"), kwargs.get("scale"))
+    if (cls is Normal or cls is LogNormal) and len(kwargs) == 2:
+        loc, scale = kwargs.get("loc"), kwargs.get("scale")
+        normal = (
+            _checked_normal(loc, scale) if validate else _aligned_normal(loc, scale)
+        )
         if normal is not None:
             if cls is Normal:
                 return normal
@@ -66,6 +74,28 @@ def _aligned_normal(loc: Any, scale: Any) -> Normal | None:
     normal.loc, normal.scale = loc, scale
     Distribution.__init__(normal, loc.shape, validate_args=False)
     return normal
+
+
+def _checked_normal(loc: Any, scale: Any) -> Normal | None:
+    """A Normal of a tensor ``loc`` and a scale of its shape, a one-element scale
+    or a number, checked in one reduction (torch's initialiser checks each
+    argument with its own and broadcasts them); ``None`` to leave it to torch,
+    which also words any failure."""
+    loc = _plain(loc)
+    if loc is None or not loc.is_floating_point():
+        return None
+    if type(scale) in (int, float):
+        if not scale > 0 or bool(loc.isnan().any()):
+            return None
+        return _aligned_normal(loc, torch.full_like(loc, scale))
+    scale = _plain(scale)
+    if scale is None or (scale.shape != loc.shape and scale.dim() != 0):
+        return None
+    if scale.dtype != loc.dtype or scale.device != loc.device:
+        return None
+    if not bool((scale > 0).all() & ~loc.isnan().any()):
+        return None
+    return _aligned_normal(loc, scale.expand(loc.shape))
 
 
 def _lognormal(normal: Normal) -> LogNormal:
