@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from torch.distributions import Independent, Normal
 from torch.func import functional_call
 
 from borch.compiling import compiling
+from borch.fastpath.memo import keep, kept
 from borch.posterior.joint import (
     Block,
     JointPosterior,
@@ -521,26 +522,28 @@ class _Segment(nn.Module):
         state = super().__getstate__()
         state["_tensors"] = None
         state["_resting"] = None
-        state.pop("_log_det_cache", None)
+        state.pop("_log_det_entry", None)
         return state
 
     def _log_det(self) -> float | Tensor:
-        """``log |det basis|``, which the frame adds to every log-density; remembered
-        (``basis`` is a buffer) until it changes: a load, ``.to()`` (computed in the
-        graph of a compiled step, which cannot read a tensor's storage)."""
+        """``log |det basis|``, which the frame adds to every log-density: a number
+        remembered while ``basis`` (a buffer) is the same, unmodified tensor (a
+        load or ``.to()`` changes it); a tensor of the graph in a compiled step."""
         basis = self.basis
-        if compiling():
+        log_det = (
+            None if compiling() else kept(self.__dict__.get("_log_det_entry"), basis)
+        )
+        if log_det is None:
             diagonal = basis if basis.dim() == 1 else basis.diagonal()
-            return diagonal.log().sum()
-        key = (id(basis), basis._version, basis.data_ptr())
-        cached = self.__dict__.get("_log_det_cache")
-        if cached is None or cached[0] != key:
-            diagonal = basis if basis.dim() == 1 else basis.diagonal()
-            cached = self.__dict__["_log_det_cache"] = (
-                key,
-                float(diagonal.log().sum()),
-            )
-        return cached[1]
+            log_det = diagonal.log().sum()
+            if not compiling():
+                log_det = float(log_det)
+                self.__dict__["_log_det_entry"] = keep(log_det, basis)
+        return log_det
+
+    def _normaliser(self) -> float | Tensor:
+        """What the frame and the standard Normal base take off every log-density."""
+        return self.size * _HALF_LOG_TWO_PI + self._log_det()
 
     def _flow_draw(self, flow, context: Tensor | None, leading: tuple):
         if not self.__dict__["_standard"]:
@@ -560,17 +563,11 @@ class _Segment(nn.Module):
             if transform.codomain.event_dim == 0:  # an elementwise transform's
                 ladj = ladj.sum(-1)
         else:
-            value, ladj = noise, None
-            for piece in pieces:
-                value, term = piece(context).call_and_ladj(value)
-                if term.dim() == noise.dim():  # an elementwise transform's
-                    term = term.sum(-1)
-                ladj = term if ladj is None else ladj + term
+            value, ladj = _through(pieces, context, noise)
         squares = (
             torch.dot(noise, noise) if noise.dim() == 1 else noise.square().sum(-1)
         )
-        constant = self.size * _HALF_LOG_TWO_PI + self._log_det()
-        return value, -constant - ladj.add(squares, alpha=0.5)
+        return value, -self._normaliser() - ladj.add(squares, alpha=0.5)
 
     def draw(self, context: Tensor | None, leading: tuple) -> tuple[Tensor, Tensor]:
         """A draw ``(*leading, size)`` and its log-density."""
@@ -598,17 +595,9 @@ class _Segment(nn.Module):
             if pieces is None or not self.__dict__["_standard"]:
                 distribution = flow() if context is None else flow(context)
                 return distribution.log_prob(noise) - self._log_det()
-            # The draw's pieces undone, the last first: the noise each value came
-            # from, and the log-det-Jacobian of that inverse.
-            ladj = None
-            for piece in reversed(pieces):
-                noise, term = piece(context).inv.call_and_ladj(noise)
-                if term.dim() == values.dim():  # an elementwise transform's
-                    term = term.sum(-1)
-                ladj = term if ladj is None else ladj + term
-        squares = noise.square().sum(-1)
-        constant = self.size * _HALF_LOG_TWO_PI + self._log_det()
-        return ladj.sub(squares, alpha=0.5) - constant
+            # the draw's pieces undone: the noise the values came from
+            noise, ladj = _through(pieces, context, noise, undo=True)
+        return ladj.sub(noise.square().sum(-1), alpha=0.5) - self._normaliser()
 
     def extra_repr(self) -> str:
         frame = "diagonal" if self.basis.dim() == 1 else "triangular"
@@ -681,7 +670,7 @@ def _standard_base(flow: nn.Module) -> bool:
     )
 
 
-def _one_pass_pieces(flow: nn.Module) -> Iterable[nn.Module] | None:
+def _one_pass_pieces(flow: nn.Module) -> Sequence[nn.Module] | None:
     """The lazy transforms a draw of ``flow`` goes through, in order, when its
     transform is the inverse of a composition (as ``invert=True`` builds it);
     else ``None``. Applied one by one (undone last first, for a density) they
@@ -696,6 +685,22 @@ def _one_pass_pieces(flow: nn.Module) -> Iterable[nn.Module] | None:
     if not isinstance(inner, lazy.LazyComposedTransform):
         return (inner,)
     return inner.transforms if len(inner.transforms) else None
+
+
+def _through(
+    pieces: Sequence[nn.Module], context: Tensor | None, value: Tensor, undo=False
+) -> tuple[Tensor, Tensor]:
+    """``value`` ``(..., size)`` through the lazy transforms ``pieces`` in order
+    (with ``undo``, their inverses, the last first), and the log-det-Jacobian of
+    the whole, one per draw."""
+    ladj = None
+    for piece in reversed(pieces) if undo else pieces:
+        transform = piece(context)
+        value, term = (transform.inv if undo else transform).call_and_ladj(value)
+        if term.dim() == value.dim():  # an elementwise transform's
+            term = term.sum(-1)
+        ladj = term if ladj is None else ladj + term
+    return value, ladj
 
 
 def _segment(rv: JointSlice) -> _Segment | None:
