@@ -166,6 +166,8 @@ def test_vectorised_particles_give_the_joint_elbo_of_each_particle(grow):
 #: minute for the gradient of its bisection here; NAF has the same inversion).
 CLOSED_FORM = ["MAF", "NSF", "NICE", "RealNVP"]
 BISECTION = ["NAF", "SOSPF", "BPF", "GF"]
+#: The flows whose transforms' networks are zuko's masked MLPs.
+AUTOREGRESSIVE = ["MAF", "NSF", "NAF", "SOSPF", "BPF"]
 
 
 def moved_from_the_start(flow: str) -> Regression:
@@ -245,8 +247,13 @@ def segment_pair(flow, monkeypatch):
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("flow", [f for f in CLOSED_FORM + BISECTION if f != "NAF"])
 def test_one_vector_gives_the_flows_draws_densities_and_gradients(flow, monkeypatch):
+    from borch.posterior.flow import _MaskedOnce
+
     flat, separate = segment_pair(flow, monkeypatch)
     assert [name for name, _ in flat.named_parameters()] == ["numbers"]
+    # An autoregressive flow's weights are masked once a draw, not once a layer.
+    masked = [m for m in flat.modules() if isinstance(m, _MaskedOnce)]
+    assert bool(masked) == (flow in AUTOREGRESSIVE)
     torch.manual_seed(1)
     values, context = torch.randn(5, 3), torch.randn(5, 2)
     results = []
@@ -258,6 +265,7 @@ def test_one_vector_gives_the_flows_draws_densities_and_gradients(flow, monkeypa
         results.append((drawn, log_q, torch.cat([g.reshape(-1) for g in grads])))
     (drawn, log_q, grad), (drawn_apart, log_q_apart, grad_apart) = results
     assert torch.equal(drawn, drawn_apart) and torch.equal(log_q, log_q_apart)
+    assert not any(layer.premasked for layer in masked)  # only while it draws
     assert grad_apart.abs().max() > 0
     assert torch.allclose(grad, grad_apart, rtol=1e-12, atol=1e-12)
 
