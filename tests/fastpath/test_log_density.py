@@ -85,6 +85,45 @@ def test_constant_arguments_match_torch_in_value_and_gradient(loc):
         assert torch.allclose(lean_grad, reference_grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [0.3, 1, 2.5])
+@pytest.mark.parametrize("value_shape", [(3,), (5, 3)])
+def test_a_number_scale_matches_torch_in_value_and_gradient(scale, value_shape):
+    # A prior of a new tensor and a number (Normal(torch.zeros(3), 1.0)), built as
+    # borch builds it: its density's constants are numbers.
+    from borch.fastpath.construction import construct
+
+    generator = torch.Generator().manual_seed(0)
+    loc = torch.randn(3, generator=generator, dtype=torch.float64).requires_grad_()
+    value = torch.randn(value_shape, generator=generator, dtype=torch.float64)
+    value.requires_grad_()
+    ours = construct(Normal, {"loc": loc, "scale": scale}, validate=True)
+    theirs = Normal(loc, float(scale), validate_args=False)
+    lean, reference = log_density(ours, value), theirs.log_prob(value)
+    assert lean.shape == reference.shape
+    assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+    lean_grads = torch.autograd.grad(lean.sum(), [loc, value])
+    reference_grads = torch.autograd.grad(reference.sum(), [loc, value])
+    for ours_grad, theirs_grad in zip(lean_grads, reference_grads):
+        assert torch.allclose(ours_grad, theirs_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_number_scale_changed_in_place_is_read_again():
+    from borch.fastpath.construction import construct
+
+    normal = construct(Normal, {"loc": torch.zeros(2), "scale": 2.0}, validate=True)
+    value = torch.tensor([0.5, 1.0])
+    normal.scale.mul_(3.0)
+    assert torch.allclose(log_density(normal, value), normal.log_prob(value))
+
+
+def test_the_constants_kept_are_bounded():
+    from borch.fastpath import memo
+
+    for number in range(2 * memo._CONSTANTS_KEPT):
+        memo.constant(float(number), torch.float64, torch.device("cpu"))
+    assert len(memo._CONSTANTS) <= memo._CONSTANTS_KEPT
+
+
 def test_a_zero_loc_changed_in_place_is_subtracted_again():
     normal = Normal(torch.zeros(2), 1.0, validate_args=False)
     value = torch.tensor([0.5, 1.0])

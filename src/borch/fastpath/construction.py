@@ -22,7 +22,7 @@ from torch.distributions import Categorical, Distribution, LogNormal, Normal
 from torch.distributions.transforms import ExpTransform
 from torch.nn import Parameter
 
-from borch.fastpath.memo import MEMO_KEY, memo
+from borch.fastpath.memo import MEMO_KEY, keep, memo
 
 __all__ = ["construct", "log_scale_of", "remember_log_scale"]
 
@@ -87,7 +87,10 @@ def _checked_normal(loc: Any, scale: Any) -> Normal | None:
     if type(scale) in (int, float):
         if not scale > 0 or bool(loc.isnan().any()):
             return None
-        return _aligned_normal(loc, torch.full_like(loc, scale))
+        normal = _aligned_normal(loc, torch.full_like(loc, scale))
+        # its density's constants, while its scale tensor is unmodified
+        memo(normal).number_scale = keep(float(scale), normal.scale)
+        return normal
     scale = _plain(scale)
     if scale is None or (scale.shape != loc.shape and scale.dim() != 0):
         return None

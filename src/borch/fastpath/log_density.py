@@ -23,7 +23,14 @@ from torch.distributions import Categorical, Distribution, LogNormal, Normal
 from borch.compiling import compiling
 from borch.fastpath.construction import log_scale_of
 from borch.fastpath.draws import log_of, standard_noise
-from borch.fastpath.memo import MEMO_KEY, constant, keep_pair, kept_pair, memo
+from borch.fastpath.memo import (
+    MEMO_KEY,
+    constant,
+    keep_pair,
+    kept,
+    kept_pair,
+    memo,
+)
 
 __all__ = ["log_density"]
 
@@ -79,11 +86,27 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
         # The remembered terms are at the scale's precision; a value of another
         # dtype (a float32 prior of numbers at a float64 draw) takes torch's path.
         return normal.log_prob(value)
+    record = normal.__dict__.get(MEMO_KEY)
+    if record is not None and record.number_scale is not None:
+        number = kept(record.number_scale, scale)
+        if number is not None:
+            return _number_scale(loc, number, value)
     negative_normaliser, inverse_width, centre = _constant_scale_terms(
         normal, loc, scale
     )
     centred = value if centre is None else value - centre
     return negative_normaliser - (centred * inverse_width).square()
+
+
+def _number_scale(loc: Tensor, scale: float, value: Tensor) -> Tensor:
+    """The log-density at ``value`` of a Normal whose scale is the number
+    ``scale`` (a prior such as ``Normal(torch.zeros(3), 1.0)``, whose loc is a new
+    tensor every step): its constants are numbers, two operations in all."""
+    centred = value - loc
+    offset = constant(
+        -(math.log(scale) + _HALF_LOG_TWO_PI), centred.dtype, centred.device
+    )
+    return torch.addcmul(offset, centred, centred, value=-0.5 / (scale * scale))
 
 
 def _standard(noise: Tensor) -> Tensor:

@@ -46,12 +46,14 @@ MEMO_KEY = "_borch_memo"
 class Memo:
     """What is remembered about one distribution; every field starts as ``None``.
 
-    ``log_scale`` is fixed when the distribution is built; the other fields hold
-    entries made by :func:`keep` or :func:`keep_pair`.
+    ``log_scale`` (of a scale built as ``exp(log_scale)``) is fixed when the
+    distribution is built; the other fields hold entries made by :func:`keep` or
+    :func:`keep_pair` (``number_scale``: the Python number a scale was made from).
     """
 
     # Class-level defaults: a record costs one object, its fields only when set.
     log_scale: Tensor | None = None
+    number_scale: tuple | None = None
     draw: tuple | None = None
     kl_constants: tuple | None = None
     scale_terms: tuple | None = None
@@ -168,6 +170,9 @@ def recall_log(value: Tensor) -> Tensor | None:
 
 
 _CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
+#: The most constants kept (a prior's scale that changes every step, an annealing
+#: schedule, would otherwise add one a step); the oldest goes first.
+_CONSTANTS_KEPT = 256
 
 
 def constant(number: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -175,5 +180,7 @@ def constant(number: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     key = (number, dtype, device)
     tensor = _CONSTANTS.get(key)
     if tensor is None:
+        if len(_CONSTANTS) >= _CONSTANTS_KEPT:
+            del _CONSTANTS[next(iter(_CONSTANTS))]
         tensor = _CONSTANTS[key] = torch.tensor(number, dtype=dtype, device=device)
     return tensor
