@@ -276,7 +276,10 @@ class BlockDistribution(Distribution):
         slice_rv = self._whole_block()
         count = sample_shape[0] if sample_shape else None
         self.run.use_count(count, slice_rv._describe())
-        drawn = self.run.value(self.position).reshape(sample_shape + self.batch_shape)
+        drawn = self.run.value(self.position)
+        shape = sample_shape + self.batch_shape
+        if drawn.shape != shape:
+            drawn = drawn.reshape(shape)
         self.run.drawn[self.position] = drawn
         return drawn
 
@@ -317,6 +320,8 @@ class BlockDistribution(Distribution):
             if terms is not None:
                 block = self.run.slices[self.position].block
                 columns = terms[..., block.offset : block.offset + block.size]
+                if columns.shape == value.shape:
+                    return columns
                 return columns.reshape(value.shape)
         flat, leading = self._flat(value)
         prefix = self.run.prefix(self.position)
