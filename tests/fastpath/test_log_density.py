@@ -2,7 +2,14 @@
 
 import pytest
 import torch
-from torch.distributions import Categorical, Gamma, LogNormal, Normal
+from torch.distributions import (
+    Categorical,
+    Gamma,
+    HalfCauchy,
+    HalfNormal,
+    LogNormal,
+    Normal,
+)
 
 from borch.fastpath.log_density import log_density
 
@@ -105,6 +112,41 @@ def test_a_number_scale_matches_torch_in_value_and_gradient(scale, value_shape):
     reference_grads = torch.autograd.grad(reference.sum(), [loc, value])
     for ours_grad, theirs_grad in zip(lean_grads, reference_grads):
         assert torch.allclose(ours_grad, theirs_grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", [HalfCauchy, HalfNormal])
+@pytest.mark.parametrize(("scale_shape", "value_shape"), [((), (4,)), ((4,), (2, 4))])
+def test_a_half_distribution_matches_torch_in_value_and_gradient(
+    family, scale_shape, value_shape
+):
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.rand(scale_shape, generator=generator, dtype=torch.float64) + 0.5
+    value = torch.randn(value_shape, generator=generator, dtype=torch.float64)
+    value[..., 0] = -value[..., 0].abs()  # below the support: -inf, as torch gives
+    value[..., 1] = 0.0
+    value.requires_grad_()
+    distribution = family(scale, validate_args=False)
+    for _ in range(2):  # the second call uses the remembered terms
+        lean, reference = log_density(distribution, value), distribution.log_prob(value)
+        assert lean.shape == reference.shape
+        assert torch.equal(lean.isinf(), reference.isinf())
+        assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+        (lean_grad,) = torch.autograd.grad(lean[..., 1:].sum(), value)
+        (reference_grad,) = torch.autograd.grad(reference[..., 1:].sum(), value)
+        assert torch.allclose(lean_grad, reference_grad, rtol=1e-12, atol=1e-12)
+    distribution.scale.mul_(2.0)  # in place: the remembered terms are not used
+    assert torch.allclose(
+        log_density(distribution, value), distribution.log_prob(value), rtol=1e-12
+    )
+
+
+def test_a_half_distribution_of_a_learned_scale_uses_log_prob():
+    scale = torch.tensor(1.5, requires_grad=True)
+    distribution = HalfCauchy(scale, validate_args=False)
+    value = torch.tensor([0.5, 2.0])
+    lean = log_density(distribution, value)
+    assert torch.equal(lean, distribution.log_prob(value))
+    assert lean.requires_grad
 
 
 def test_a_number_scale_changed_in_place_is_read_again():
