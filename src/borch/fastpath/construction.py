@@ -96,7 +96,10 @@ def _checked_normal(loc: Any, scale: Any) -> Normal | None:
         return None
     if scale.dtype != loc.dtype or scale.device != loc.device:
         return None
-    if not bool((scale > 0).all() & ~loc.isnan().any()):
+    # two tests and two synchronisations: fewer operations than one of both
+    if not bool((scale > 0) if scale.dim() == 0 else (scale > 0).all()):
+        return None
+    if bool(loc.isnan().any()):
         return None
     return _aligned_normal(loc, scale.expand(loc.shape))
 

@@ -92,7 +92,8 @@ def _normal(normal: Normal, value: Tensor) -> Tensor:
     loc, scale = normal.loc, normal.scale
     if scale.requires_grad:
         standardised = (value - loc) / scale
-        return -0.5 * standardised.square() - (log_scale_of(normal) + _HALF_LOG_TWO_PI)
+        offset = (-_HALF_LOG_TWO_PI) - log_scale_of(normal)
+        return torch.addcmul(offset, standardised, standardised, value=-0.5)
     if scale.dtype != value.dtype:
         # The remembered terms are at the scale's precision; a value of another
         # dtype (a float32 prior of numbers at a float64 draw) takes torch's path.
