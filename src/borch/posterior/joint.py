@@ -162,6 +162,8 @@ class JointRun:
         self.drawn: dict[int, Tensor] = {}
         self.constrained: dict[int, Tensor] = {}
         self.terms: tuple | None = None
+        # The family's draw of all blocks at once, whose columns the values are.
+        self.joint: Tensor | None = None
 
     def extend(self, slices: list[JointSlice]) -> None:
         """Take in blocks created during this run; the draws made so far stay."""
@@ -203,6 +205,7 @@ class JointRun:
             elif (
                 not self.values and (joint := self.family.draw_joint(self)) is not None
             ):
+                self.joint = joint
                 self._split(joint)
                 return self.values[position]
             else:
@@ -221,7 +224,23 @@ class JointRun:
         if position == 0:
             reference = self.parts[0]
             return reference.new_zeros((*self.leading(), 0))
-        return torch.cat([self.value(j) for j in range(position)], dim=-1)
+        for j in range(position):
+            self.value(j)
+        return self._joined(position)
+
+    def _joined(self, count: int) -> Tensor:
+        """The values of the first ``count`` blocks in one tensor: the joint draw,
+        or its first columns, where it holds them (a concatenation of its own
+        columns would be another operation, in the graph)."""
+        joint = self.joint
+        if joint is not None:
+            block = self.slices[count - 1].block
+            end = block.offset + block.size
+            if end == joint.shape[-1]:
+                return joint
+            if end < joint.shape[-1]:
+                return joint[..., :end]
+        return torch.cat([self.values[j] for j in range(count)], dim=-1)
 
     def joint_terms(self, parts: tuple, position: int) -> Tensor | None:
         """The family's elementwise log-density terms (``joint_log_density``) of
@@ -238,7 +257,7 @@ class JointRun:
             return cached[2]
         if count <= position:
             return None
-        values = torch.cat([self.values[j] for j in range(count)], dim=-1)
+        values = self._joined(count)
         blocks = [self.slices[j].block for j in range(count)]
         terms = self.family.joint_log_density(parts, values, blocks)
         if terms is not None:
@@ -626,7 +645,10 @@ def _root(tensor: Tensor) -> Tensor:
 def spread_evenly(term: Tensor, size: int) -> Tensor:
     """A block's joint term ``(count,)`` or ``()`` laid out over its ``size``
     elements, so that they add up to it."""
-    return (term / size).unsqueeze(-1).expand(*term.shape, size)
+    share = term / size
+    if share.dim() == 0:
+        return share.expand(size)
+    return share.unsqueeze(-1).expand(*term.shape, size)
 
 
 def _location(prior: RandomVariable) -> Tensor:
