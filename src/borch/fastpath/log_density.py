@@ -5,7 +5,8 @@ torch operation costs microseconds on the CPU, in the forward pass and again in 
 backward pass, so the operation count is the step's cost on small models.
 :func:`log_density` computes the same values as ``distribution.log_prob(value)`` with
 fewer operations, and remembers ``log(scale)`` of distributions whose scale is a
-constant (priors with number arguments are shared between steps). At a draw it made
+constant (priors with number arguments are shared between steps), and the constants
+of half-Cauchy and half-Normal priors (the usual priors of scales). At a draw it made
 itself (:mod:`borch.fastpath.draws`), a Normal's density comes from the
 remembered noise. Distributions that validate their samples, and every other family,
 go to ``log_prob`` unchanged.

@@ -79,7 +79,9 @@ class NormalizingFlow(JointPosterior):
 
     Parameters: a segment's flow keeps its parameters in one vector,
     ``segment.numbers``, and its modules read views of it (Adam's cost is per
-    tensor, and the flow's networks have a dozen). Flows whose modules hand their
+    tensor, and the flow's networks have a dozen); an autoregressive flow's
+    masked layers then take their weights masked in one product over that vector
+    per draw, not one per layer. Flows whose modules hand their
     own parameters to an implicit gradient (zuko's ``NAF``, ``UNAF`` and ``CNF``)
     keep them as zuko made them, under ``segment.flow``. Outside the segment's own
     draws and densities those views are detached (``segment.flow`` called
