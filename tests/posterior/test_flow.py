@@ -375,6 +375,43 @@ def test_state_dict_into_a_fresh_module_is_exact():
     assert torch.equal(model.a, fresh.a) and torch.equal(model.c, fresh.c)
 
 
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("when", ["before its first call", "after it"])
+def test_a_loaded_flow_masks_its_weights_with_the_loaded_masks(when):
+    # With randperm the masks (saved by zuko) depend on the seed: a fresh module's
+    # differ from the loaded ones, and the weights must be masked with these.
+    def made(seed):
+        torch.manual_seed(seed)
+        flows = posterior.NormalizingFlow(zuko.flows.MAF, randperm=True, transforms=3)
+        model = Regression(posterior=flows)
+        model.observe(y=Y)
+        return model
+
+    model = made(0)
+    model()
+    with torch.no_grad():  # away from the identity start
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    fresh = made(1)
+    if when == "after it":
+        fresh()
+    fresh.load_state_dict(model.state_dict())
+    if when != "after it":
+        fresh()
+    ours, theirs = model.posterior.a.segment, fresh.posterior.a.segment
+    unloaded = made(1)
+    unloaded()  # the masks fresh had before the load
+    assert not torch.equal(unloaded.posterior.a.segment.weight_mask, ours.weight_mask)
+    assert torch.equal(theirs.weight_mask, ours.weight_mask)
+    values = torch.randn(5, 3)
+    assert torch.allclose(theirs(values, None), ours(values, None), rtol=0, atol=1e-12)
+    torch.manual_seed(2)
+    drawn, log_q = ours.draw(None, (4,))
+    torch.manual_seed(2)
+    drawn_fresh, log_q_fresh = theirs.draw(None, (4,))
+    assert torch.equal(drawn, drawn_fresh) and torch.equal(log_q, log_q_fresh)
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="init must be"):
         posterior.NormalizingFlow(init="mode")

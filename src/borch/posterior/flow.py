@@ -439,10 +439,10 @@ class _Segment(nn.Module):
         self.__dict__["_owners"] = owners
         self.__dict__["_sizes"] = [part.numel() for part in parts]
         self.__dict__["_resting"] = None
-        self.__dict__["_masked"] = self._mask_once(owners, parts)
+        self.__dict__["_masked"] = self._mask_once(owners)
         self._rest()
 
-    def _mask_once(self, owners: list, parts: list[Tensor]) -> list[nn.Module]:
+    def _mask_once(self, owners: list) -> list[nn.Module]:
         """Make the flow's masked linear layers (zuko's ``MaskedLinear``, of every
         autoregressive flow) :class:`_MaskedOnce` and keep their masks in one
         vector beside ``numbers``, ``weight_mask``: a draw then masks all of
@@ -455,16 +455,28 @@ class _Segment(nn.Module):
         ]
         if not layers:
             return []
-        masks = [
-            owner.mask.reshape(-1).to(part)
-            if owner in layers and name == "weight"
-            else torch.ones_like(part)
-            for (owner, name), part in zip(owners, parts)
-        ]
-        self.register_buffer("weight_mask", torch.cat(masks), persistent=False)
         for layer in layers:
             layer.__class__ = _MaskedOnce  # the same state, its own forward
+        self.__dict__["_masked"] = layers
+        self.register_buffer("weight_mask", self._flat_mask(), persistent=False)
+        # zuko saves the masks: a load may bring others (another random order)
+        self.register_load_state_dict_post_hook(_remask)
         return layers
+
+    def _flat_mask(self) -> Tensor:
+        """The layers' masks where their weights sit in ``numbers``, ones
+        elsewhere."""
+        numbers = self.numbers
+        masked = self.__dict__["_masked"]
+        parts = [
+            owner.mask.reshape(-1).to(numbers)
+            if name == "weight" and any(owner is layer for layer in masked)
+            else numbers.new_ones(size)
+            for (owner, name), size in zip(
+                self.__dict__["_owners"], self.__dict__["_sizes"]
+            )
+        ]
+        return torch.cat(parts)
 
     def _give(self, numbers: Tensor) -> list[Tensor]:
         """Give the flow's modules views of ``numbers``; returns them."""
@@ -482,12 +494,14 @@ class _Segment(nn.Module):
     def _bound(self) -> Iterator[nn.Module]:
         """The flow, its modules given views of ``numbers`` in the graph (made
         now: under ``functional_call`` or after ``.to()`` ``numbers`` is another
-        tensor), and given detached ones again afterwards."""
+        tensor; masked by ``weight_mask`` for the masked layers, which are told
+        so), and given detached ones again afterwards."""
         if self.__dict__["_slots"]:
             numbers = self.numbers
-            if self.__dict__["_masked"]:
+            masked = self.__dict__.get("_masked", ())  # () if pickled before
+            if masked:
                 numbers = numbers * self.weight_mask
-                for layer in self.__dict__["_masked"]:
+                for layer in masked:
                     layer.__dict__["premasked"] = True
             self._give(numbers)
         try:
@@ -502,7 +516,7 @@ class _Segment(nn.Module):
         another tensor."""
         if not self.__dict__["_slots"]:
             return
-        for layer in self.__dict__["_masked"]:
+        for layer in self.__dict__.get("_masked", ()):
             layer.__dict__["premasked"] = False
         numbers = self.numbers
         resting = self.__dict__["_resting"]
@@ -637,6 +651,11 @@ class _Segment(nn.Module):
     def extra_repr(self) -> str:
         frame = "diagonal" if self.basis.dim() == 1 else "triangular"
         return f"size={self.size}, basis={frame}"
+
+
+def _remask(segment: _Segment, incompatible_keys) -> None:
+    """After a load into ``segment``: its layers' masks may be the saved ones."""
+    segment.weight_mask = segment._flat_mask()
 
 
 class _MaskedOnce(nn.Linear):
