@@ -10,7 +10,7 @@ from torch.distributions import Categorical, LogNormal, Normal
 
 from borch.fastpath import construction
 from borch.fastpath.construction import construct
-from borch.fastpath.memo import detached_vars
+from borch.fastpath.memo import MEMO_KEY, detached_vars
 
 
 def test_the_shortcuts_are_used_with_this_torch():
@@ -37,8 +37,10 @@ def test_shortcut_matches_torch(family, shape, validate, scale_kind):
     ours = construct(family, {"loc": loc, "scale": scale}, validate=validate)
     theirs = family(loc, scale, validate_args=validate)
     assert type(ours) is family
-    # torch's attributes, and beside them at most borch's record of what it knows
+    # torch's attributes, and beside them only a number scale's record
     assert detached_vars(ours).keys() == vars(theirs).keys()
+    remembered = MEMO_KEY in vars(ours)
+    assert remembered == (family is Normal and validate and scale_kind == "number")
     assert (ours.batch_shape, ours.event_shape) == (
         theirs.batch_shape,
         theirs.event_shape,

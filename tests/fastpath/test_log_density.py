@@ -12,6 +12,7 @@ from torch.distributions import (
 )
 
 from borch.fastpath.log_density import log_density
+from borch.fastpath.memo import recall
 
 SHAPES = [((), ()), ((3,), ()), ((2, 3), (3,)), ((4,), (4,))]
 
@@ -104,6 +105,7 @@ def test_a_number_scale_matches_torch_in_value_and_gradient(scale, value_shape):
     value = torch.randn(value_shape, generator=generator, dtype=torch.float64)
     value.requires_grad_()
     ours = construct(Normal, {"loc": loc, "scale": scale}, validate=True)
+    assert recall(ours).number_scale is not None  # the path under test
     theirs = Normal(loc, float(scale), validate_args=False)
     lean, reference = log_density(ours, value), theirs.log_prob(value)
     assert lean.shape == reference.shape
@@ -131,16 +133,27 @@ def test_a_half_distribution_matches_torch_in_value_and_gradient(
         assert lean.shape == reference.shape
         assert torch.equal(lean.isinf(), reference.isinf())
         assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
-        (lean_grad,) = torch.autograd.grad(lean[..., 1:].sum(), value)
-        (reference_grad,) = torch.autograd.grad(reference[..., 1:].sum(), value)
+        # (0 at the -inf element in both)
+        (lean_grad,) = torch.autograd.grad(lean.sum(), value)
+        (reference_grad,) = torch.autograd.grad(reference.sum(), value)
         assert torch.allclose(lean_grad, reference_grad, rtol=1e-12, atol=1e-12)
-    on_support = value.detach().abs()  # no mask needed: the same numbers
-    assert torch.allclose(
+    on_support = value.detach().abs().requires_grad_()  # no mask needed
+    lean, reference = (
         log_density(distribution, on_support),
         distribution.log_prob(on_support),
-        rtol=1e-12,
-        atol=1e-12,
     )
+    assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
+    (lean_grad,) = torch.autograd.grad(lean.sum(), on_support)
+    (reference_grad,) = torch.autograd.grad(reference.sum(), on_support)
+    assert torch.allclose(lean_grad, reference_grad, rtol=1e-12, atol=1e-12)
+    with_nan = on_support.detach().clone()
+    with_nan[..., 1] = torch.nan  # off the support too: -inf, as torch gives
+    lean, reference = (
+        log_density(distribution, with_nan),
+        distribution.log_prob(with_nan),
+    )
+    assert torch.equal(lean.isinf(), reference.isinf()) and not lean.isnan().any()
+    assert torch.allclose(lean, reference, rtol=1e-12, atol=1e-12)
     distribution.scale.mul_(2.0)  # in place: the remembered terms are not used
     assert torch.allclose(
         log_density(distribution, value), distribution.log_prob(value), rtol=1e-12
@@ -160,9 +173,28 @@ def test_a_number_scale_changed_in_place_is_read_again():
     from borch.fastpath.construction import construct
 
     normal = construct(Normal, {"loc": torch.zeros(2), "scale": 2.0}, validate=True)
+    assert recall(normal).number_scale is not None
     value = torch.tensor([0.5, 1.0])
     normal.scale.mul_(3.0)
     assert torch.allclose(log_density(normal, value), normal.log_prob(value))
+
+
+@pytest.mark.parametrize(
+    "distribution",
+    [
+        Normal(torch.zeros(2), torch.full((2,), 2.0), validate_args=False),
+        HalfCauchy(torch.full((2,), 2.0), validate_args=False),
+        HalfNormal(torch.full((2,), 2.0), validate_args=False),
+    ],
+    ids=["Normal", "HalfCauchy", "HalfNormal"],
+)
+def test_nothing_is_remembered_under_inference_mode(distribution):
+    # Its tensors could not be saved for a later backward pass.
+    with torch.inference_mode():
+        log_density(distribution, torch.tensor([0.5, 1.0]))
+    value = torch.tensor([0.5, 1.0], requires_grad=True)
+    log_density(distribution, value).sum().backward()
+    assert value.grad is not None
 
 
 def test_the_constants_kept_are_bounded():

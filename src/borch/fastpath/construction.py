@@ -5,8 +5,9 @@ operation, with a view per argument in the backward pass). borch rebuilds a
 posterior's ``Normal`` on every draw, from a location and a scale that usually have
 the same shape already; then the broadcast has nothing to do and is skipped. A
 prior or likelihood ``Normal`` of new tensors (``Normal(x @ w, sigma)``) is checked
-on every step: here in one reduction and one synchronisation, where torch's
-initialiser makes one of each per argument. A ``Categorical`` likelihood is rebuilt
+on every step: here by a test of the scale (in Python for a number) and one of the
+loc, where torch's initialiser broadcasts them first and checks each with more
+operations. A ``Categorical`` likelihood is rebuilt
 from new logits on every step; it is normalised with one fused kernel instead of
 torch's several.
 """
@@ -78,9 +79,10 @@ def _aligned_normal(loc: Any, scale: Any) -> Normal | None:
 
 def _checked_normal(loc: Any, scale: Any) -> Normal | None:
     """A Normal of a tensor ``loc`` and a scale of its shape, a one-element scale
-    or a number, checked in one reduction (torch's initialiser checks each
-    argument with its own and broadcasts them); ``None`` to leave it to torch,
-    which also words any failure."""
+    or a number, checked by a test of the scale (in Python for a number) and
+    one of the loc, without broadcasting them (torch's initialiser broadcasts and
+    checks each with more operations); ``None`` to leave it to torch, which also
+    words any failure."""
     loc = _plain(loc)
     if loc is None or not loc.is_floating_point():
         return None

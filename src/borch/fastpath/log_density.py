@@ -125,8 +125,9 @@ def _number_scale(loc: Tensor, scale: float, value: Tensor) -> Tensor:
 def _half(distribution: HalfCauchy | HalfNormal, value: Tensor) -> Tensor:
     """The log-density of a half-Cauchy or half-Normal of a constant scale (a
     prior's): ``c - log1p(k v^2)`` or ``c + k v^2`` with ``c`` and ``k`` of the
-    scale remembered, and ``-inf`` below zero as torch gives; three operations or
-    one, and a test of the sign, where torch takes eleven or ten."""
+    scale remembered, and ``-inf`` off the support (below zero, or NaN) as torch
+    gives; three operations or one, and a test of the sign, where torch takes
+    eleven or ten."""
     scale = distribution.scale
     if scale.requires_grad or scale.dtype != value.dtype:
         return distribution.log_prob(value)
@@ -143,13 +144,12 @@ def _half(distribution: HalfCauchy | HalfNormal, value: Tensor) -> Tensor:
         inner = normaliser - (value.square() * width).log1p()
     else:
         inner = torch.addcmul(normaliser, value, value * width)
-    if not compiling():
+    on_support = value >= 0  # False for NaN too, as in torch's mask
+    if not compiling() and bool(on_support.all() if on_support.dim() else on_support):
         # A value on the support (a posterior's draw always is) needs no mask: a
         # test costs less than a masking operation and its backward.
-        below = value < 0
-        if not bool(below.any() if below.dim() else below):
-            return inner
-    return torch.where(value >= 0, inner, -math.inf)
+        return inner
+    return torch.where(on_support, inner, -math.inf)
 
 
 def _half_terms(distribution, scale: Tensor) -> tuple:

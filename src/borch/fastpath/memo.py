@@ -86,8 +86,10 @@ def detached_vars(distribution: Any) -> dict[str, Any]:
 
 
 def keep(value: Any, tensor: Tensor) -> tuple | None:
-    """An entry: ``value``, derived from ``tensor`` as it is now."""
-    if compiling():
+    """An entry: ``value``, derived from ``tensor`` as it is now (none while
+    compiling, or under ``torch.inference_mode()``, whose tensors a later
+    computation with gradients could not save)."""
+    if compiling() or torch.is_inference_mode_enabled():
         return None
     return (value, tensor, tensor._version)
 
@@ -112,8 +114,9 @@ def kept(entry: tuple | None, tensor: Tensor) -> Any:
 
 
 def keep_pair(value: Any, first: Tensor, second: Tensor) -> tuple | None:
-    """An entry: ``value``, derived from two tensors as they are now."""
-    if compiling():
+    """An entry: ``value``, derived from two tensors as they are now (none where
+    :func:`keep` makes none)."""
+    if compiling() or torch.is_inference_mode_enabled():
         return None
     return (value, first, first._version, second, second._version)
 
