@@ -381,3 +381,31 @@ def test_traced_context_var_reads_the_last_value_while_compiling():
     finally:
         flag.reset(token)
     assert flag.get() == 1.0
+
+
+@pytest.mark.parametrize("family", ["regression-mvn", "regression-lowrank"])
+def test_compiled_particles_of_a_joint_family_score_from_its_joint_terms(
+    family, monkeypatch
+):
+    # Particles are drawn laid out for the data (count, 1): were they reshaped
+    # after the draw, a compiled step could not know them as the family's own
+    # draw (storage is not traceable) and would score every block anew.
+    model = Line(posterior=JOINT[family]())
+    x = torch.linspace(0, 1, 20)
+    model.observe(y=2 * x)
+
+    def loss_fn():
+        return particle_vi_loss(model, x, num_particles=4)
+
+    loss_fn().backward()
+    scored = []
+    family_class = type(model.posterior)
+    block_log_density = family_class.block_log_density
+
+    def counted(self, *args):
+        scored.append(args)
+        return block_log_density(self, *args)
+
+    monkeypatch.setattr(family_class, "block_log_density", counted)
+    torch.compile(loss_fn, backend="eager")().backward()
+    assert not scored

@@ -225,3 +225,31 @@ def test_constructor_failure_names_the_users_argument(make, argument):
     model = borch.Module()
     with pytest.raises(ValueError, match=f"random variable 'x'.*argument {argument}="):
         model.x = make()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        lambda: dist.Normal(torch.zeros(3), 1.0),
+        lambda: dist.Gamma(2.0, torch.ones(3)),
+        lambda: dist.Categorical(logits=torch.zeros(3, 4)),
+        lambda: dist.MultivariateNormal(torch.zeros(2), torch.eye(2)),
+    ],
+    ids=["Normal", "Gamma", "Categorical", "MultivariateNormal"],
+)
+@pytest.mark.parametrize("batch_dims", [1, 2])
+def test_particles_are_drawn_laid_out_with_the_numbers_of_a_plain_draw(
+    variable, batch_dims
+):
+    from borch.random_variable import particles
+
+    rv = variable()
+    torch.manual_seed(0)
+    with particles(5, batch_dims):
+        laid_out = rv.tensor
+    torch.manual_seed(0)
+    plain = rv.distribution.sample((5,))
+    batch = rv.distribution.batch_shape
+    shape = (5,) + (1,) * max(batch_dims - len(batch), 0)
+    assert laid_out.shape == shape + plain.shape[1:]
+    assert torch.equal(laid_out, plain.reshape(laid_out.shape))

@@ -680,9 +680,11 @@ def _draw_particles(
         if batch[0] == 1:
             value = value.expand((count, *value.shape[1:]))
         return value
+    # Drawn laid out (the same numbers as (count,) reshaped), not reshaped after:
+    # a distribution knows its own draw by identity (in a compiled step, where
+    # storage cannot be compared, a view of it is scored anew).
     shape = (count,) + (1,) * (batch_dims - len(batch))
-    value = dist.rsample((count,)) if dist.has_rsample else dist.sample((count,))
-    return value.reshape(shape + value.shape[1:])
+    return dist.rsample(shape) if dist.has_rsample else dist.sample(shape)
 
 
 #: Distributions of random variables whose arguments are all plain numbers, shared

@@ -287,7 +287,8 @@ class BlockDistribution(Distribution):
 
     def rsample(self, sample_shape=()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
-        if len(sample_shape) > 1:
+        if any(size != 1 for size in sample_shape[1:]):
+            # (count, 1, ...): particles laid out left of batch dimensions
             raise ValueError(
                 "a joint approximation draws one value or one set of particles at a "
                 f"time, not sample_shape {tuple(sample_shape)}"
