@@ -439,29 +439,28 @@ class _Segment(nn.Module):
         self.__dict__["_owners"] = owners
         self.__dict__["_sizes"] = [part.numel() for part in parts]
         self.__dict__["_resting"] = None
-        self.__dict__["_masked"] = self._mask_once(owners)
+        self._mask_once(owners)
         self._rest()
 
-    def _mask_once(self, owners: list) -> list[nn.Module]:
+    def _mask_once(self, owners: list) -> None:
         """Make the flow's masked linear layers (zuko's ``MaskedLinear``, of every
         autoregressive flow) :class:`_MaskedOnce` and keep their masks in one
         vector beside ``numbers``, ``weight_mask``: a draw then masks all of
         their weights in one product, not one a layer both ways (a tenth of a
-        MAF step). Returns the layers."""
+        MAF step). The layers are kept as ``_masked``."""
         layers = [
             owner
             for owner, name in owners
             if type(owner) is _zuko().nn.MaskedLinear and name == "weight"
         ]
+        self.__dict__["_masked"] = layers
         if not layers:
-            return []
+            return
         for layer in layers:
             layer.__class__ = _MaskedOnce  # the same state, its own forward
-        self.__dict__["_masked"] = layers
         self.register_buffer("weight_mask", self._flat_mask(), persistent=False)
         # zuko saves the masks: a load may bring others (another random order)
         self.register_load_state_dict_post_hook(_remask)
-        return layers
 
     def _flat_mask(self) -> Tensor:
         """The layers' masks where their weights sit in ``numbers``, ones
