@@ -95,7 +95,10 @@ def test_constant_arguments_match_torch_in_value_and_gradient(loc):
 
 @pytest.mark.parametrize("scale", [0.3, 1, 2.5])
 @pytest.mark.parametrize("value_shape", [(3,), (5, 3)])
-def test_a_number_scale_matches_torch_in_value_and_gradient(scale, value_shape):
+@pytest.mark.parametrize("validate", [True, False])
+def test_a_number_scale_matches_torch_in_value_and_gradient(
+    scale, value_shape, validate
+):
     # A prior of a new tensor and a number (Normal(torch.zeros(3), 1.0)), built as
     # borch builds it: its density's constants are numbers.
     from borch.fastpath.construction import construct
@@ -104,7 +107,7 @@ def test_a_number_scale_matches_torch_in_value_and_gradient(scale, value_shape):
     loc = torch.randn(3, generator=generator, dtype=torch.float64).requires_grad_()
     value = torch.randn(value_shape, generator=generator, dtype=torch.float64)
     value.requires_grad_()
-    ours = construct(Normal, {"loc": loc, "scale": scale}, validate=True)
+    ours = construct(Normal, {"loc": loc, "scale": scale}, validate=validate)
     assert recall(ours).number_scale is not None  # the path under test
     theirs = Normal(loc, float(scale), validate_args=False)
     lean, reference = log_density(ours, value), theirs.log_prob(value)
@@ -183,8 +186,8 @@ def test_a_number_scale_changed_in_place_is_read_again():
     "distribution",
     [
         Normal(torch.zeros(2), torch.full((2,), 2.0), validate_args=False),
-        HalfCauchy(torch.full((2,), 2.0), validate_args=False),
-        HalfNormal(torch.full((2,), 2.0), validate_args=False),
+        HalfCauchy(torch.tensor(2.0), validate_args=False),
+        HalfNormal(torch.tensor(2.0), validate_args=False),
     ],
     ids=["Normal", "HalfCauchy", "HalfNormal"],
 )
@@ -198,11 +201,31 @@ def test_nothing_is_remembered_under_inference_mode(distribution):
 
 
 def test_the_constants_kept_are_bounded():
-    from borch.fastpath import memo
+    from borch.fastpath.memo import constant
 
-    for number in range(2 * memo._CONSTANTS_KEPT):
-        memo.constant(float(number), torch.float64, torch.device("cpu"))
-    assert len(memo._CONSTANTS) <= memo._CONSTANTS_KEPT
+    cpu = torch.device("cpu")
+    first = constant(-1.25, torch.float64, cpu)
+    assert constant(-1.25, torch.float64, cpu) is first
+    for number in range(300):  # more than are kept: the oldest goes
+        constant(float(number), torch.float64, cpu)
+    assert constant(-1.25, torch.float64, cpu) is not first
+
+
+def test_remembered_results_are_the_last_ones_by_argument():
+    from borch.fastpath.memo import remembered
+
+    calls = []
+
+    @remembered(2)
+    def build(n):
+        calls.append(n)
+        return [n]
+
+    one = build(1)
+    assert build(1) is one and calls == [1]
+    build(2)
+    build(3)  # the third: 1 goes
+    assert build(1) is not one and calls == [1, 2, 3, 1]
 
 
 def test_a_zero_loc_changed_in_place_is_subtracted_again():

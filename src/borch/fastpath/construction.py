@@ -62,6 +62,8 @@ def construct(cls: type[Distribution], kwargs: dict[str, Any], validate: bool):
 
 
 def _aligned_normal(loc: Any, scale: Any) -> Normal | None:
+    if type(scale) in (int, float) and scale > 0:
+        return _number_scale_normal(_plain(loc), scale)
     loc, scale = _plain(loc), _plain(scale)
     if (
         loc is None
@@ -77,6 +79,17 @@ def _aligned_normal(loc: Any, scale: Any) -> Normal | None:
     return normal
 
 
+def _number_scale_normal(loc: Tensor | None, scale: float) -> Normal | None:
+    """A Normal of a tensor ``loc`` and the positive number ``scale``, which it
+    remembers (its log-density's constants are then numbers, while the scale
+    tensor it holds is unmodified)."""
+    if loc is None or not loc.is_floating_point():
+        return None
+    normal = _aligned_normal(loc, torch.full_like(loc, scale))
+    memo(normal).number_scale = keep(float(scale), normal.scale)
+    return normal
+
+
 def _checked_normal(loc: Any, scale: Any) -> Normal | None:
     """A Normal of a tensor ``loc`` and a scale of its shape, a one-element scale
     or a number, checked by a test of the scale (in Python for a number) and
@@ -89,10 +102,7 @@ def _checked_normal(loc: Any, scale: Any) -> Normal | None:
     if type(scale) in (int, float):
         if not scale > 0 or bool(loc.isnan().any()):
             return None
-        normal = _aligned_normal(loc, torch.full_like(loc, scale))
-        # its density's constants, while its scale tensor is unmodified
-        memo(normal).number_scale = keep(float(scale), normal.scale)
-        return normal
+        return _number_scale_normal(loc, scale)
     scale = _plain(scale)
     if scale is None or (scale.shape != loc.shape and scale.dim() != 0):
         return None

@@ -115,63 +115,58 @@ def _number_scale(loc: Tensor, scale: float, value: Tensor) -> Tensor:
     """The log-density at ``value`` of a Normal whose scale is the number
     ``scale`` (a prior such as ``Normal(torch.zeros(3), 1.0)``, whose loc is a new
     tensor every step): its constants are numbers, two operations in all."""
-    centred = value - loc
-    offset = constant(
-        -(math.log(scale) + _HALF_LOG_TWO_PI), centred.dtype, centred.device
+    return _quadratic(
+        value - loc, -(math.log(scale) + _HALF_LOG_TWO_PI), -0.5 / (scale * scale)
     )
-    return torch.addcmul(offset, centred, centred, value=-0.5 / (scale * scale))
+
+
+def _quadratic(centred: Tensor, offset: float, weight: float) -> Tensor:
+    """``offset + weight * centred**2`` in one operation (its offset a remembered
+    0-d tensor)."""
+    offset_tensor = constant(offset, centred.dtype, centred.device)
+    return torch.addcmul(offset_tensor, centred, centred, value=weight)
 
 
 def _half(distribution: HalfCauchy | HalfNormal, value: Tensor) -> Tensor:
-    """The log-density of a half-Cauchy or half-Normal of a constant scale (a
-    prior's): ``c - log1p(k v^2)`` or ``c + k v^2`` with ``c`` and ``k`` of the
-    scale remembered, and ``-inf`` off the support (below zero, or NaN) as torch
-    gives; three operations or one, and a test of the sign, where torch takes
-    eleven or ten."""
+    """The log-density of a half-Cauchy or half-Normal of a constant 0-d scale (a
+    prior's, ``HalfCauchy(2.5)``): ``c - log1p(k v^2)`` or ``c + k v^2`` with the
+    numbers ``c`` and ``k`` remembered, and a test of the sign (``-inf`` off the
+    support, below zero or NaN, as torch gives): three operations or one, where
+    torch takes eleven or ten. Any other scale, and a compiled step, take torch's
+    ``log_prob``."""
     scale = distribution.scale
-    if scale.requires_grad or scale.dtype != value.dtype:
+    if (
+        scale.dim() != 0
+        or scale.requires_grad
+        or scale.dtype != value.dtype
+        or compiling()
+    ):
         return distribution.log_prob(value)
     normaliser, width = _half_terms(distribution, scale)
-    cauchy = type(distribution) is HalfCauchy
-    if isinstance(width, float):
-        if cauchy:
-            zero = constant(0.0, value.dtype, value.device)
-            inner = normaliser - torch.addcmul(zero, value, value, value=width).log1p()
-        else:
-            offset = constant(normaliser, value.dtype, value.device)
-            inner = torch.addcmul(offset, value, value, value=width)
-    elif cauchy:
-        inner = normaliser - (value.square() * width).log1p()
+    if type(distribution) is HalfCauchy:
+        inner = normaliser - _quadratic(value, 0.0, width).log1p()
     else:
-        inner = torch.addcmul(normaliser, value, value * width)
+        inner = _quadratic(value, normaliser, width)
     on_support = value >= 0  # False for NaN too, as in torch's mask
-    if not compiling() and bool(on_support.all() if on_support.dim() else on_support):
+    if bool(on_support.all() if on_support.dim() else on_support):
         # A value on the support (a posterior's draw always is) needs no mask: a
         # test costs less than a masking operation and its backward.
         return inner
     return torch.where(on_support, inner, -math.inf)
 
 
-def _half_terms(distribution, scale: Tensor) -> tuple:
-    """``(c, k)`` of :func:`_half` for ``scale``: numbers for a 0-d scale,
-    else tensors; remembered while the scale is unchanged."""
+def _half_terms(distribution, scale: Tensor) -> tuple[float, float]:
+    """``(c, k)`` of :func:`_half` for the 0-d ``scale``, remembered while it is
+    unchanged."""
     record = distribution.__dict__.get(MEMO_KEY)
-    if record is not None and not compiling():
-        terms = kept(record.scale_terms, scale)
-        if terms is not None:
-            return terms
-    cauchy = type(distribution) is HalfCauchy
-    if scale.dim() == 0 and not compiling():
+    terms = None if record is None else kept(record.scale_terms, scale)
+    if terms is None:
         number = float(scale)
-        log_scale: float | Tensor = math.log(number)
-        inverse_square: float | Tensor = 1.0 / (number * number)
-    else:
-        log_scale, inverse_square = scale.log(), scale.square().reciprocal()
-    if cauchy:
-        terms = (_LOG_TWO_OVER_PI - log_scale, inverse_square)
-    else:
-        terms = (0.5 * _LOG_TWO_OVER_PI - log_scale, -0.5 * inverse_square)
-    if not compiling():
+        log_scale, inverse_square = math.log(number), 1.0 / (number * number)
+        if type(distribution) is HalfCauchy:
+            terms = (_LOG_TWO_OVER_PI - log_scale, inverse_square)
+        else:
+            terms = (0.5 * _LOG_TWO_OVER_PI - log_scale, -0.5 * inverse_square)
         memo(distribution).scale_terms = keep(terms, scale)
     return terms
 
@@ -179,8 +174,7 @@ def _half_terms(distribution, scale: Tensor) -> tuple:
 def _standard(noise: Tensor) -> Tensor:
     """The standard Normal log-density of ``noise`` (which carries no gradient), in
     one operation."""
-    offset = constant(-_HALF_LOG_TWO_PI, noise.dtype, noise.device)
-    return torch.addcmul(offset, noise, noise, value=-0.5)
+    return _quadratic(noise, -_HALF_LOG_TWO_PI, -0.5)
 
 
 def _constant_scale_terms(normal: Normal, loc: Tensor, scale: Tensor) -> tuple:

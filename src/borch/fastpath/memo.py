@@ -17,7 +17,9 @@ Every entry is tied to the tensors it was computed from and their version counte
 
 from __future__ import annotations
 
+import functools
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,6 +40,7 @@ __all__ = [
     "recall",
     "recall_log",
     "remember_log",
+    "remembered",
 ]
 
 MEMO_KEY = "_borch_memo"
@@ -172,18 +175,38 @@ def recall_log(value: Tensor) -> Tensor | None:
     return log_value
 
 
-_CONSTANTS: dict[tuple[float, torch.dtype, torch.device], Tensor] = {}
-#: The most constants kept (a prior's scale that changes every step, an annealing
-#: schedule, would otherwise add one a step); the oldest goes first.
-_CONSTANTS_KEPT = 256
+def remembered(size: int) -> Callable[[Callable], Callable]:
+    """Remember a pure function's results by argument, the last ``size`` of them
+    (the oldest goes first). Unlike ``functools.lru_cache`` the table is a plain
+    dictionary, which a compiled step reads: it takes the tensors made by an eager
+    call as constants instead of tracing the function.
+
+    Example:
+        >>> @remembered(2)
+        ... def zeros(n):
+        ...     return torch.zeros(n)
+        >>> zeros(3) is zeros(3)
+        True
+    """
+
+    def decorate(build: Callable) -> Callable:
+        table: dict = {}
+
+        @functools.wraps(build)
+        def remembering(*key):
+            found = table.get(key)
+            if found is None:
+                if len(table) >= size:
+                    del table[next(iter(table))]
+                found = table[key] = build(*key)
+            return found
+
+        return remembering
+
+    return decorate
 
 
+@remembered(256)  # a scale that changes every step would add one a step
 def constant(number: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """A 0-d tensor holding ``number``, made once per dtype and device."""
-    key = (number, dtype, device)
-    tensor = _CONSTANTS.get(key)
-    if tensor is None:
-        if len(_CONSTANTS) >= _CONSTANTS_KEPT:
-            del _CONSTANTS[next(iter(_CONSTANTS))]
-        tensor = _CONSTANTS[key] = torch.tensor(number, dtype=dtype, device=device)
-    return tensor
+    return torch.tensor(number, dtype=dtype, device=device)

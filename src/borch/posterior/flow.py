@@ -466,10 +466,9 @@ class _Segment(nn.Module):
         """The layers' masks where their weights sit in ``numbers``, ones
         elsewhere."""
         numbers = self.numbers
-        masked = self.__dict__["_masked"]
         parts = [
             owner.mask.reshape(-1).to(numbers)
-            if name == "weight" and any(owner is layer for layer in masked)
+            if name == "weight" and isinstance(owner, _MaskedOnce)
             else numbers.new_ones(size)
             for (owner, name), size in zip(
                 self.__dict__["_owners"], self.__dict__["_sizes"]

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -14,6 +12,7 @@ from torch.distributions import LowRankMultivariateNormal as TorchLowRank
 from torch.distributions import MultivariateNormal as TorchMultivariateNormal
 
 from borch.compiling import compiling
+from borch.fastpath.memo import remembered
 from borch.posterior.joint import Block, JointPosterior, JointRun, spread_evenly
 from borch.posterior.laplace_start import LaplaceFit, await_start, laplace_fit
 from borch.validation import check_count
@@ -452,26 +451,7 @@ def _block_parts(size: int, offset: int) -> tuple[int, int, int, int]:
     return size, size, size * (size - 1) // 2, size * offset
 
 
-def _remembered(build: Callable) -> Callable:
-    """``build``, its results remembered by argument (the last 64): a layout is
-    made once per set of blocks. Unlike ``functools.lru_cache``, the table is a
-    plain dictionary that a compiled step reads, taking the tensors made by the
-    eager first call as constants instead of tracing ``build``."""
-    table: dict = {}
-
-    @functools.wraps(build)
-    def remembered(*key):
-        found = table.get(key)
-        if found is None:
-            if len(table) >= 64:
-                table.pop(next(iter(table)))
-            found = table[key] = build(*key)
-        return found
-
-    return remembered
-
-
-@_remembered
+@remembered(64)  # a layout per set of blocks
 def _factor_layout(spans: tuple, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """For blocks at ``spans`` ``((offset, size), ...)``, each a vector ``(loc,
     log_diag, tril, cross)`` (see ``MultivariateNormal.block_view``), all
@@ -743,7 +723,7 @@ class _BlockLayout(NamedTuple):
     last_rows: Tensor
 
     @staticmethod
-    @_remembered
+    @remembered(64)
     def build(spans: tuple, dtype: torch.dtype, device: torch.device) -> _BlockLayout:
         ends = torch.tensor([offset + size for offset, size in spans], device=device)
         coordinates = torch.arange(int(ends[-1]), device=device)

@@ -296,10 +296,7 @@ class BlockDistribution(Distribution):
         slice_rv = self._whole_block()
         count = sample_shape[0] if sample_shape else None
         self.run.use_count(count, slice_rv._describe())
-        drawn = self.run.value(self.position)
-        shape = sample_shape + self.batch_shape
-        if drawn.shape != shape:
-            drawn = drawn.reshape(shape)
+        drawn = _shaped(self.run.value(self.position), sample_shape + self.batch_shape)
         self.run.drawn[self.position] = drawn
         return drawn
 
@@ -340,9 +337,7 @@ class BlockDistribution(Distribution):
             if terms is not None:
                 block = self.run.slices[self.position].block
                 columns = terms[..., block.offset : block.offset + block.size]
-                if columns.shape == value.shape:
-                    return columns
-                return columns.reshape(value.shape)
+                return _shaped(columns, value.shape)
         flat, leading = self._flat(value)
         prefix = self.run.prefix(self.position)
         if not flat.requires_grad:
@@ -607,9 +602,7 @@ class Pushforward(TransformedDistribution):
         if self.elementwise and same_draw(
             value, self.run.constrained.get(self.position)
         ):
-            unconstrained = self.run.drawn[self.position]
-            if unconstrained.shape != value.shape:
-                unconstrained = unconstrained.reshape(value.shape)
+            unconstrained = _shaped(self.run.drawn[self.position], value.shape)
             (transform,) = self.transforms
             return self.base_dist.log_prob(
                 unconstrained
@@ -641,6 +634,12 @@ def same_draw(value: Tensor, drawn: Tensor | None) -> bool:
 def _root(tensor: Tensor) -> Tensor:
     base = tensor._base
     return tensor if base is None else base
+
+
+def _shaped(tensor: Tensor, shape: torch.Size) -> Tensor:
+    """``tensor`` reshaped to ``shape``; itself where it has that shape (a reshape
+    would be a view, in the graph, and lose the draw's identity)."""
+    return tensor if tensor.shape == shape else tensor.reshape(shape)
 
 
 def spread_evenly(term: Tensor, size: int) -> Tensor:
